@@ -1,0 +1,31 @@
+"""Errors a user can act on.
+
+Every error the harness raises on purpose derives from `AutoresearchError`. Its message is one
+line that says what is wrong and how to fix it; the CLI prints it without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class AutoresearchError(Exception):
+    """An expected failure with a message that names the fix."""
+
+
+class SettingsError(AutoresearchError):
+    """Bad or tampered settings (autoresearch.toml, presets, command-line values)."""
+
+
+class DataError(AutoresearchError):
+    """Missing, corrupt or unreachable data, or a tokenizer that does not match it."""
+
+
+class WorkspaceError(AutoresearchError):
+    """A workspace (git repository) that is not in the state the harness needs."""
+
+
+class HandoverError(AutoresearchError):
+    """The trained model could not be handed over to the evaluator (e.g. torch.export failed)."""
+
+
+class ProposerError(AutoresearchError):
+    """A proposer could not produce a usable change."""

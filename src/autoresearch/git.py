@@ -1,0 +1,87 @@
+"""A thin, typed wrapper over the git command line (the only git the harness needs)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from autoresearch.errors import WorkspaceError
+
+# Used only when the user has no git identity configured (fresh machines, CI).
+FALLBACK_IDENTITY = {
+    "GIT_AUTHOR_NAME": "autoresearch",
+    "GIT_AUTHOR_EMAIL": "autoresearch@localhost",
+    "GIT_COMMITTER_NAME": "autoresearch",
+    "GIT_COMMITTER_EMAIL": "autoresearch@localhost",
+}
+
+
+class Git:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def run(self, *args: str, check: bool = True, env: dict[str, str] | None = None) -> str:
+        proc = subprocess.run(
+            ["git", *args],
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(env or {}), "GIT_TERMINAL_PROMPT": "0"},
+        )
+        if check and proc.returncode != 0:
+            raise WorkspaceError(f"git {' '.join(args)} failed in {self.root}: {proc.stderr.strip() or proc.stdout.strip()}")
+        return proc.stdout.strip()
+
+    def is_repo(self) -> bool:
+        proc = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=self.root, capture_output=True, text=True)
+        return proc.returncode == 0 and Path(proc.stdout.strip()).resolve() == self.root.resolve()
+
+    def head(self) -> str:
+        return self.run("rev-parse", "HEAD")
+
+    def short(self, rev: str = "HEAD") -> str:
+        return self.run("rev-parse", "--short=7", rev)
+
+    def branch(self) -> str:
+        return self.run("rev-parse", "--abbrev-ref", "HEAD")
+
+    def branch_exists(self, name: str) -> bool:
+        return self.run("rev-parse", "--verify", "--quiet", f"refs/heads/{name}", check=False) != ""
+
+    def rev(self, ref: str) -> str:
+        return self.run("rev-parse", ref)
+
+    def dirty_paths(self) -> list[str]:
+        """Tracked files that differ from HEAD and untracked files that are not ignored."""
+        out = self.run("status", "--porcelain", "--untracked-files=all")
+        return [line[3:] for line in out.splitlines() if line.strip()]
+
+    def changed_since(self, rev: str) -> list[str]:
+        """Paths that differ between `rev` and the working tree, including untracked ones."""
+        tracked = self.run("diff", "--name-only", rev).splitlines()
+        untracked = self.run("ls-files", "--others", "--exclude-standard").splitlines()
+        return sorted(set(tracked) | set(untracked))
+
+    def identity_env(self) -> dict[str, str]:
+        if self.run("config", "user.email", check=False) and self.run("config", "user.name", check=False):
+            return {}
+        return FALLBACK_IDENTITY
+
+    def commit_all(self, message: str, paths: list[str] | None = None) -> str:
+        self.run("add", "--all", *(["--", *paths] if paths else []))
+        self.run("commit", "--no-verify", "--allow-empty", "-m", message, env=self.identity_env())
+        return self.head()
+
+    def show(self, rev: str, path: str) -> bytes:
+        proc = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=self.root, capture_output=True)
+        if proc.returncode != 0:
+            raise WorkspaceError(f"{path} is not in commit {rev[:7]}")
+        return proc.stdout
+
+    def diff(self, a: str, b: str, path: str | None = None) -> str:
+        return self.run("diff", a, b, *(["--", path] if path else []))
+
+    def refs(self) -> dict[str, str]:
+        out = self.run("for-each-ref", "--format=%(refname) %(objectname)")
+        return dict(line.split(" ", 1) for line in out.splitlines() if line)

@@ -1,0 +1,326 @@
+"""Presets and the frozen per-workspace settings (`autoresearch.toml`).
+
+A workspace's settings are chosen once, by `autoresearch init`, from a preset plus a few
+overrides, and written to `autoresearch.toml` together with a hash of their values. Nothing may
+change them afterwards: `load` recomputes the hash and refuses a file that was edited, because
+results measured under different settings are not comparable.
+
+The presets, and why their numbers are what they are, are documented in docs/presets.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from autoresearch import atomic
+from autoresearch.errors import SettingsError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+SETTINGS_FILE = "autoresearch.toml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that defines how an experiment is measured and decided."""
+
+    # [research]: what is measured.
+    preset: str
+    dataset: str  # "pystdlib" | "climbmix" | "tinystories" | "files:PATH"
+    time_budget: float  # seconds of training per experiment
+    max_seq_len: int  # tokens per row, in training and in evaluation
+    eval_tokens: int  # target tokens scored by the evaluation, whatever the batch size
+    vocab_size: int  # BPE vocabulary including the 4 reserved special tokens
+
+    # [data]: how the corpus is turned into token shards.
+    train_shards: int = 10  # hub datasets: number of training parquet shards to download
+    max_doc_chars: int = 0  # split longer documents at natural boundaries (0 = never split)
+    tokenizer_max_chars: int = 1_000_000_000  # training text seen by the BPE trainer
+    tokenizer_doc_cap: int = 10_000  # characters of each document the BPE trainer sees
+    val_permille: int = 40  # local datasets: share of files (per mille) pinned to validation
+    heldout_permille: int = 40  # and to the never-exposed held-out split
+
+    # [runner]: the clock and the evaluator.
+    startup_allowance: float = 60.0  # seconds for imports/compilation/hand-over beyond the budget
+    hard_limit: float = 0.0  # kill the run after this many seconds (0 = 2*budget + allowance)
+    eval_batch_size: int = 8  # rows per batch in the harness's own evaluator
+
+    # [decision]: the keep rule (docs/decisions.md).
+    baseline_runs: int = 3  # repeats of the baseline that measure run-to-run noise
+    confirm_runs: int = 2  # extra runs a borderline gain gets before it is decided
+    keep_z: float = 2.0  # a gain this many noise-sigmas clear is kept
+    confirm_z: float = 1.0  # a gain between confirm_z and keep_z sigmas earns confirmation runs
+    min_noise: float = 0.0005  # floor on the noise estimate (val_bpb units)
+
+    @property
+    def effective_hard_limit(self) -> float:
+        if self.hard_limit > 0:
+            return self.hard_limit
+        return 2 * self.time_budget + self.startup_allowance
+
+    @property
+    def deadline(self) -> float:
+        """Seconds from launch to hand-over within which a run may be kept."""
+        return self.time_budget + self.startup_allowance
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def sha256(self) -> str:
+        return _hash_values(self.as_dict())
+
+    def data_key(self) -> dict[str, Any]:
+        """The settings that determine the prepared data and tokenizer (the cache key)."""
+        return {
+            "dataset": self.dataset,
+            "vocab_size": self.vocab_size,
+            "train_shards": self.train_shards,
+            "max_doc_chars": self.max_doc_chars,
+            "tokenizer_max_chars": self.tokenizer_max_chars,
+            "tokenizer_doc_cap": self.tokenizer_doc_cap,
+            "val_permille": self.val_permille,
+            "heldout_permille": self.heldout_permille,
+        }
+
+
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "research": ("preset", "dataset", "time_budget", "max_seq_len", "eval_tokens", "vocab_size"),
+    "data": (
+        "train_shards",
+        "max_doc_chars",
+        "tokenizer_max_chars",
+        "tokenizer_doc_cap",
+        "val_permille",
+        "heldout_permille",
+    ),
+    "runner": ("startup_allowance", "hard_limit", "eval_batch_size"),
+    "decision": ("baseline_runs", "confirm_runs", "keep_z", "confirm_z", "min_noise"),
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    summary: str
+    values: dict[str, Any] = field(default_factory=dict)  # Settings fields
+    train: dict[str, Any] = field(default_factory=dict)  # train.py hyperparameter defaults
+
+
+PRESETS: dict[str, Preset] = {
+    # The reference's constants, unchanged, so results compare with its published numbers.
+    "gpu": Preset(
+        "gpu",
+        "CUDA GPU: the reference's constants (seq 2048, 300 s, 40*524288 eval tokens, vocab 8192, climbmix)",
+        dict(
+            dataset="climbmix",
+            time_budget=300.0,
+            max_seq_len=2048,
+            eval_tokens=40 * 524288,
+            vocab_size=8192,
+            startup_allowance=90.0,
+            eval_batch_size=32,
+        ),
+        train={},  # the template's own values are the reference's
+    ),
+    # Apple silicon: between the two; not measured here (no Mac), see docs/presets.md.
+    "mps": Preset(
+        "mps",
+        "Apple MPS: seq 1024, vocab 8192, 2^21 eval tokens, pystdlib",
+        dict(
+            dataset="pystdlib",
+            time_budget=300.0,
+            max_seq_len=1024,
+            eval_tokens=2 * 1024 * 1024,
+            vocab_size=8192,
+            max_doc_chars=4000,
+            startup_allowance=60.0,
+            eval_batch_size=16,
+        ),
+        train=dict(DEPTH=6, ASPECT_RATIO=64, HEAD_DIM=128, WINDOW_PATTERN="SSSL",
+                   TOTAL_BATCH_SIZE=2**16, DEVICE_BATCH_SIZE=32),
+    ),
+    # A small CPU: sized by measurement on a 2-core AVX2 machine (docs/presets.md).
+    "cpu": Preset(
+        "cpu",
+        "CPU: seq 256, vocab 4096, 2^17 eval tokens, pystdlib",
+        dict(
+            dataset="pystdlib",
+            time_budget=300.0,
+            max_seq_len=256,
+            eval_tokens=128 * 1024,
+            vocab_size=4096,
+            max_doc_chars=1500,
+            startup_allowance=30.0,
+            eval_batch_size=32,
+            min_noise=0.002,
+        ),
+        train=dict(DEPTH=4, ASPECT_RATIO=32, HEAD_DIM=64, WINDOW_PATTERN="L",
+                   TOTAL_BATCH_SIZE=2**13, DEVICE_BATCH_SIZE=32),
+    ),
+    # For tests and smoke checks only: trains a toy model in seconds.
+    "tiny": Preset(
+        "tiny",
+        "tests and smoke checks: seq 64, vocab 512, 8192 eval tokens, 10 s budget",
+        dict(
+            dataset="pystdlib",
+            time_budget=10.0,
+            max_seq_len=64,
+            eval_tokens=8192,
+            vocab_size=512,
+            max_doc_chars=400,
+            tokenizer_max_chars=2_000_000,
+            startup_allowance=20.0,
+            eval_batch_size=16,
+            baseline_runs=2,
+            confirm_runs=1,
+            min_noise=0.005,
+        ),
+        train=dict(DEPTH=2, ASPECT_RATIO=32, HEAD_DIM=32, WINDOW_PATTERN="L",
+                   TOTAL_BATCH_SIZE=2**10, DEVICE_BATCH_SIZE=16),
+    ),
+}
+
+
+def from_preset(name: str, **overrides: Any) -> Settings:
+    """Settings of a named preset with some values replaced (None means keep the preset's)."""
+    if name not in PRESETS:
+        raise SettingsError(
+            f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}"
+        )
+    values: dict[str, Any] = {"preset": name, **PRESETS[name].values}
+    known = {f.name for f in fields(Settings)}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key not in known:
+            raise SettingsError(f"unknown setting {key!r}; known settings: {', '.join(sorted(known))}")
+        values[key] = value
+    settings = _build(values)
+    validate(settings)
+    return settings
+
+
+def validate(s: Settings) -> None:
+    """Reject values that cannot work, with the fix in the message."""
+    from autoresearch.data.sources import parse_dataset  # late: data imports settings
+
+    parse_dataset(s.dataset)  # raises on an unknown dataset
+    if s.time_budget <= 0:
+        raise SettingsError(f"time_budget must be positive seconds, got {s.time_budget}")
+    if s.max_seq_len < 8:
+        raise SettingsError(f"max_seq_len must be at least 8 tokens, got {s.max_seq_len}")
+    if s.eval_tokens < s.max_seq_len:
+        raise SettingsError(
+            f"eval_tokens ({s.eval_tokens}) must be at least one row of max_seq_len ({s.max_seq_len})"
+        )
+    if not 256 + 4 < s.vocab_size <= 65536:
+        raise SettingsError(
+            f"vocab_size must be between 261 and 65536 (256 bytes + merges + 4 specials), got {s.vocab_size}"
+        )
+    if s.startup_allowance < 0 or s.hard_limit < 0:
+        raise SettingsError("startup_allowance and hard_limit must not be negative")
+    if s.hard_limit and s.hard_limit < s.deadline:
+        raise SettingsError(
+            f"hard_limit ({s.hard_limit} s) is shorter than budget + allowance ({s.deadline} s); "
+            "raise it or set it to 0 for the default"
+        )
+    if s.eval_batch_size < 1 or s.baseline_runs < 1 or s.confirm_runs < 0:
+        raise SettingsError("eval_batch_size and baseline_runs must be >= 1, confirm_runs >= 0")
+    if not (s.val_permille > 0 and s.heldout_permille > 0 and s.val_permille + s.heldout_permille < 500):
+        raise SettingsError("val_permille and heldout_permille must be positive and sum below 500")
+    if s.confirm_z > s.keep_z or s.min_noise < 0:
+        raise SettingsError("need confirm_z <= keep_z and min_noise >= 0")
+
+
+def _build(values: dict[str, Any]) -> Settings:
+    types = {f.name: f.type for f in fields(Settings)}
+    coerced: dict[str, Any] = {}
+    for key, value in values.items():
+        kind = types[key]
+        try:
+            if kind in ("int", int):
+                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                    raise ValueError
+                coerced[key] = int(value)
+            elif kind in ("float", float):
+                coerced[key] = float(value)
+            else:
+                coerced[key] = str(value)
+        except (TypeError, ValueError):
+            raise SettingsError(f"setting {key} must be {kind}, got {value!r}") from None
+    try:
+        return Settings(**coerced)
+    except TypeError as e:
+        raise SettingsError(f"incomplete settings: {e}") from None
+
+
+def _hash_values(values: dict[str, Any]) -> str:
+    canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def to_toml(s: Settings) -> str:
+    values = s.as_dict()
+    doc: dict[str, Any] = {}
+    for section, names in SECTIONS.items():
+        doc[section] = {name: values[name] for name in names}
+    doc["frozen"] = {"settings_sha256": _hash_values(values)}
+    header = (
+        "# Fixed settings of this research, written by `autoresearch init`.\n"
+        "# Do not edit: results are only comparable under the same settings, and the harness\n"
+        "# refuses a file whose values no longer match settings_sha256. Start a new workspace\n"
+        "# (`autoresearch init`) to research under other settings.\n\n"
+    )
+    return header + tomli_w.dumps(doc)
+
+
+def save(s: Settings, workspace: Path) -> Path:
+    path = Path(workspace) / SETTINGS_FILE
+    atomic.write_text(path, to_toml(s))
+    return path
+
+
+def load(workspace: Path) -> Settings:
+    """Read and verify a workspace's settings."""
+    path = Path(workspace) / SETTINGS_FILE
+    if not path.exists():
+        raise SettingsError(
+            f"{path} not found: run inside a workspace made by `autoresearch init DIR`"
+        )
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise SettingsError(
+            f"{path} is not valid TOML ({e}); restore it with `git checkout -- {SETTINGS_FILE}`"
+        ) from None
+    recorded = doc.get("frozen", {}).get("settings_sha256")
+    values: dict[str, Any] = {}
+    for section, names in SECTIONS.items():
+        table = doc.get(section, {})
+        unknown = set(table) - set(names)
+        if unknown:
+            raise SettingsError(
+                f"{path}: unknown key(s) {sorted(unknown)} in [{section}]; "
+                f"restore it with `git checkout -- {SETTINGS_FILE}`"
+            )
+        values.update(table)
+    if recorded != _hash_values(values):
+        raise SettingsError(
+            f"{path} was changed after init (its values no longer match settings_sha256); "
+            f"restore it with `git checkout -- {SETTINGS_FILE}`, or run `autoresearch init` "
+            "for a new workspace with other settings"
+        )
+    settings = _build(values)
+    validate(settings)
+    return settings

@@ -1,0 +1,121 @@
+"""A research workspace: the git repository that `autoresearch init` creates.
+
+    train.py            the proposer's file (the only one that may change in an experiment)
+    program.md          the human's brief to the agent
+    prepare.py          the fixed harness API (verified byte for byte before each run)
+    autoresearch.toml   the fixed settings (self-verifying hash)
+    results.tsv, runs/, notes.md, .autoresearch/   untracked, written by the harness/proposer
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from autoresearch import atomic, hparams
+from autoresearch import settings as settings_mod
+from autoresearch.errors import WorkspaceError
+from autoresearch.git import Git
+from autoresearch.settings import Settings
+
+TRAIN_FILE = "train.py"
+PREPARE_FILE = "prepare.py"
+PROGRAM_FILE = "program.md"
+LEDGER_FILE = "results.tsv"
+RUNS_DIR = "runs"
+NOTES_FILE = "notes.md"
+STATE_DIR = ".autoresearch"
+FIXED_FILES = (PREPARE_FILE, settings_mod.SETTINGS_FILE)
+GITIGNORE = f"""# written by the harness and the proposers; never committed
+/{LEDGER_FILE}
+/{RUNS_DIR}/
+/{NOTES_FILE}
+/{STATE_DIR}/
+/progress.png
+/report.html
+__pycache__/
+*.pyc
+"""
+
+
+def template(name: str) -> str:
+    return resources.files("autoresearch.templates").joinpath(name).read_text(encoding="utf-8")
+
+
+def train_template(settings: Settings) -> str:
+    """The template train.py with the hyperparameter block set to the preset's defaults."""
+    return hparams.rewrite(template(TRAIN_FILE), settings_mod.PRESETS[settings.preset].train)
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @property
+    def git(self) -> Git:
+        return Git(self.root)
+
+    @property
+    def train_py(self) -> Path:
+        return self.root / TRAIN_FILE
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.root / LEDGER_FILE
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / RUNS_DIR
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / STATE_DIR
+
+    @property
+    def notes_path(self) -> Path:
+        return self.root / NOTES_FILE
+
+    def settings(self) -> Settings:
+        return settings_mod.load(self.root)
+
+    def check_fixed_files(self) -> list[str]:
+        """Fixed files that are not what the harness wrote; empty when all is well."""
+        problems = []
+        prepare = self.root / PREPARE_FILE
+        if not prepare.exists() or prepare.read_text(encoding="utf-8", errors="replace") != template(PREPARE_FILE):
+            problems.append(PREPARE_FILE)
+        try:
+            settings_mod.load(self.root)
+        except settings_mod.SettingsError:
+            problems.append(settings_mod.SETTINGS_FILE)
+        return problems
+
+
+def find(start: Path | None = None) -> Workspace:
+    """The workspace containing `start` (default: the current folder)."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / settings_mod.SETTINGS_FILE).exists():
+            return Workspace(folder)
+    raise WorkspaceError(
+        f"{here} is not inside an autoresearch workspace (no {settings_mod.SETTINGS_FILE}): "
+        "run `autoresearch init DIR` first, or cd into a workspace"
+    )
+
+
+def init(directory: Path, settings: Settings) -> Workspace:
+    """Create a workspace: the files, a git repository and its first commit."""
+    directory = Path(directory)
+    if directory.exists() and any(directory.iterdir()):
+        raise WorkspaceError(f"{directory} exists and is not empty: choose a new folder for the workspace")
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(directory / TRAIN_FILE, train_template(settings))
+    atomic.write_text(directory / PREPARE_FILE, template(PREPARE_FILE))
+    atomic.write_text(directory / PROGRAM_FILE, template(PROGRAM_FILE))
+    atomic.write_text(directory / ".gitignore", GITIGNORE)
+    settings_mod.save(settings, directory)
+    git = Git(directory)
+    git.run("init", "--quiet", "--initial-branch=main")
+    git.commit_all(f"autoresearch init: preset {settings.preset}, dataset {settings.dataset}, budget {settings.time_budget:g} s")
+    return Workspace(directory)
