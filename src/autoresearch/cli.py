@@ -50,6 +50,25 @@ def build_parser() -> argparse.ArgumentParser:
                        "($AUTORESEARCH_CACHE, default ~/.cache/autoresearch). Resumes where it stopped.")
     p.add_argument("--endpoint", help="hub endpoint for climbmix/tinystories (default: $HF_ENDPOINT or huggingface.co)")
     p.add_argument("--verify", action="store_true", help="also check every shard against its recorded checksum")
+
+    p = sub.add_parser("run", help="run one experiment: the change to train.py in the working tree",
+                       description="Commit the change to train.py, train it for the budget, evaluate it in the "
+                       "harness's evaluator, record it in results.tsv and keep or reset it. The first call measures "
+                       "the baseline (and its noise) first. This is the verb an external coding agent uses.")
+    p.add_argument("-m", "--message", default="", help="one line: what changed and why")
+    p.add_argument("--tag", help="research branch autoresearch/TAG (default: the current one, or today's date)")
+
+    p = sub.add_parser("loop", help="run experiments autonomously until a limit",
+                       description="Measure the baseline, then propose, run and decide experiments until "
+                       "--max-experiments or --hours is reached (or Ctrl-C). Resumes where it stopped.")
+    p.add_argument("--proposer", default="search", help="who proposes changes: search (built-in, offline)")
+    p.add_argument("--max-experiments", type=int, metavar="N", help="stop after N experiments")
+    p.add_argument("--hours", type=float, metavar="H", help="stop starting experiments after H hours")
+    p.add_argument("--tag", help="research branch autoresearch/TAG (default: the current one, or today's date)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the search proposer")
+
+    p = sub.add_parser("status", help="best result, noise, the keep rule and the last experiments")
+    p.add_argument("--last", type=int, default=12, help="how many recent runs to list")
     return parser
 
 
@@ -90,7 +109,49 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"init": cmd_init, "prepare": cmd_prepare}
+def cmd_run(args: argparse.Namespace) -> int:
+    from autoresearch.loop import Researcher
+    from autoresearch.proposers.base import Proposal
+
+    researcher = Researcher.open(tag=args.tag, allow_dirty_train=True)
+    researcher.ensure_baseline()
+    if not researcher.ws.git.dirty_paths():
+        print("train.py is unchanged: edit it, then `autoresearch run -m \"what changed\"`")
+        return 0
+    rows = researcher.experiment(Proposal(args.message or "(no description)"), "manual")
+    return 0 if rows[0].status in ("keep", "discard") else 3
+
+
+def make_proposer(name: str, args: argparse.Namespace):
+    from autoresearch.errors import SettingsError
+
+    if name == "search":
+        from autoresearch.proposers.search import SearchProposer
+
+        return SearchProposer(seed=args.seed)
+    raise SettingsError(f"unknown proposer {name!r}; available: search")
+
+
+def cmd_loop(args: argparse.Namespace) -> int:
+    from autoresearch.loop import Researcher
+
+    proposer = make_proposer(args.proposer, args)
+    researcher = Researcher.open(tag=args.tag)
+    done = researcher.loop(proposer, max_experiments=args.max_experiments, hours=args.hours)
+    print(f"{done} experiment(s) done; `autoresearch status` for the summary")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from autoresearch import status, workspace
+    from autoresearch.ledger import Ledger
+
+    ws = workspace.find()
+    status.render(Ledger.open(ws.ledger_path).rows, ws.settings(), last=args.last)
+    return 0
+
+
+COMMANDS = {"init": cmd_init, "prepare": cmd_prepare, "run": cmd_run, "loop": cmd_loop, "status": cmd_status}
 
 
 def main(argv: list[str] | None = None) -> int:

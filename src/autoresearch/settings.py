@@ -62,6 +62,7 @@ class Settings:
     keep_z: float = 2.0  # a gain this many noise-sigmas clear is kept
     confirm_z: float = 1.0  # a gain between confirm_z and keep_z sigmas earns confirmation runs
     min_noise: float = 0.0005  # floor on the noise estimate (val_bpb units)
+    heldout_tolerance: float = 0.05  # held-out minus val bpb may exceed the baseline's by this much
 
     @property
     def effective_hard_limit(self) -> float:
@@ -105,7 +106,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         "heldout_permille",
     ),
     "runner": ("startup_allowance", "hard_limit", "eval_batch_size"),
-    "decision": ("baseline_runs", "confirm_runs", "keep_z", "confirm_z", "min_noise"),
+    "decision": ("baseline_runs", "confirm_runs", "keep_z", "confirm_z", "min_noise", "heldout_tolerance"),
 }
 
 

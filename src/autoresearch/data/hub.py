@@ -90,24 +90,58 @@ class HubDataset:
 
 
 def download(repo_id: str, filename: str, downloads: Path, endpoint: str | None) -> Path:
-    from huggingface_hub import hf_hub_download
+    """Fetch one file of a dataset repository into `downloads`, resuming a partial `.part` file.
 
+    huggingface_hub resolves the URL, the auth headers and the file's size and ETag, and its HTTP
+    session does the transfer. We stream into our own `.part` file because its own downloader
+    writes to a fresh per-process temporary file, so a killed download starts again from zero.
+    """
+    import hashlib
+
+    from huggingface_hub import get_hf_file_metadata, get_session, hf_hub_url
+    from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, tqdm
+
+    dest = downloads / filename
+    part = dest.with_name(dest.name + ".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    where = resolve_endpoint(endpoint)
     try:
-        path = hf_hub_download(
-            repo_id,
-            filename,
-            repo_type="dataset",
-            local_dir=downloads,
-            endpoint=resolve_endpoint(endpoint),
-        )
-    except Exception as e:
+        meta = get_hf_file_metadata(hf_hub_url(repo_id, filename, repo_type="dataset", endpoint=where))
+        have = part.stat().st_size if part.exists() else 0
+        headers = build_hf_headers()
+        if have:
+            headers["Range"] = f"bytes={have}-"
+        with get_session().stream("GET", meta.location, headers=headers, follow_redirects=True, timeout=60) as r:
+            hf_raise_for_status(r)
+            resumed = have > 0 and r.status_code == 206
+            with open(part, "ab" if resumed else "wb") as f, tqdm(
+                total=meta.size, initial=have if resumed else 0, unit="B", unit_scale=True, desc=filename
+            ) as bar:
+                for chunk in r.iter_bytes(1 << 16):
+                    f.write(chunk)
+                    f.flush()  # what arrived survives a kill, for the next resume
+                    bar.update(len(chunk))
+    except Exception as e:  # network errors come in many types; all mean the same here
+        detail = str(e).splitlines()[0] if str(e) else ""
         raise DataError(
-            f"cannot download {repo_id}/{filename} from {resolve_endpoint(endpoint)} "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); the partial download is kept and "
-            "resumes on the next `autoresearch prepare`; check the network or HF_ENDPOINT, "
+            f"cannot download {repo_id}/{filename} from {where} ({type(e).__name__}: {detail}); what arrived is "
+            "kept and resumes on the next `autoresearch prepare`; check the network or HF_ENDPOINT, "
             "or use the offline dataset `pystdlib`"
         ) from None
-    return Path(path)
+    size = part.stat().st_size
+    if meta.size is not None and size != meta.size:
+        raise DataError(f"download of {filename} stopped at {size}/{meta.size} bytes: run `autoresearch prepare` again")
+    etag = (meta.etag or "").strip('"')
+    if len(etag) == 64 and all(c in "0123456789abcdef" for c in etag):  # an LFS file's ETag is its sha256
+        h = hashlib.sha256()
+        with open(part, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        if h.hexdigest() != etag:
+            part.unlink()
+            raise DataError(f"download of {filename} does not match its checksum and was deleted: run `autoresearch prepare` again")
+    part.replace(dest)
+    return dest
 
 
 # ClimbMix, as the reference uses it: shards shard_00000 ... shard_06542, the last one pinned for

@@ -1,0 +1,397 @@
+"""The coordinator: propose -> guard -> commit -> run -> decide -> record, until stopped.
+
+It is the single writer of the ledger and the git branch. Everything it does can be cut short
+by a kill at any point and resumed: the step under way is written to `.autoresearch/state.json`
+before it starts, ledger rows are appended atomically once a candidate is decided, and on start
+`Researcher.open` reconciles the three (state, ledger, git) so that nothing is lost and nothing
+is logged twice:
+- a proposal that was never committed is dropped (the working tree is reset);
+- a candidate that was committed but not decided is run (again) and decided;
+- a candidate that was decided but whose git reset did not happen is reset.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+
+from autoresearch import atomic, devices, guard
+from autoresearch.data.prepare import PreparedData, open_prepared
+from autoresearch.decide import Decision, decide, pooled_sigma
+from autoresearch.errors import ProposerError, SettingsError, WorkspaceError
+from autoresearch.ledger import Ledger, Row
+from autoresearch.proposers.base import Context, Proposal, Proposer, save_proposal
+from autoresearch.runner import HANDED_OVER, RunResult, Runner, now
+from autoresearch.settings import Settings
+from autoresearch.workspace import TRAIN_FILE, Workspace, find
+
+STATE_FILE = "state.json"
+BRANCH_PREFIX = "autoresearch/"
+MAX_PROPOSER_FAILURES = 5  # in a row, before the loop gives up
+
+
+@dataclass
+class Pending:
+    """The step under way, persisted before it starts."""
+
+    phase: str  # proposing | committing | running
+    parent: str
+    proposer: str = ""
+    kind: str = "experiment"  # experiment | baseline
+    description: str = ""
+    hypothesis: str = ""
+    params: dict = field(default_factory=dict)
+    candidate: str = ""
+    runs: list[str] = field(default_factory=list)
+
+    @property
+    def proposal(self) -> Proposal:
+        return Proposal(self.description, self.hypothesis, self.params)
+
+
+def check_machine(settings: Settings) -> None:
+    """Refuse a preset that cannot run here, with the fix."""
+    device = devices.best_device()
+    needs = {"gpu": "cuda", "mps": "mps"}.get(settings.preset)
+    if needs and device != needs:
+        raise SettingsError(
+            f"this workspace uses preset '{settings.preset}', which needs a {needs} device, but this machine "
+            f"has {devices.describe()}: create a workspace with `autoresearch init DIR --preset cpu`"
+        )
+
+
+class Researcher:
+    def __init__(self, ws: Workspace, settings: Settings, prepared: PreparedData, runner: Runner,
+                 log: Callable[[str], None] = print) -> None:
+        self.ws = ws
+        self.settings = settings
+        self.prepared = prepared
+        self.runner = runner
+        self.log = log
+        self.ledger = Ledger.open(ws.ledger_path)
+        self.fingerprint = guard.fingerprint(settings.sha256(), prepared.data_sha256)
+
+    # --- opening a workspace --------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, root: Path | None = None, tag: str | None = None, allow_dirty_train: bool = False,
+             log: Callable[[str], None] = print, extra_env: dict[str, str] | None = None) -> Researcher:
+        ws = find(root)
+        git = ws.git
+        if not git.is_repo():
+            raise WorkspaceError(f"{ws.root} is not a git repository: create workspaces with `autoresearch init DIR`")
+        settings = ws.settings()
+        check_machine(settings)
+        problems = ws.check_fixed_files()
+        if problems:
+            raise WorkspaceError(
+                f"fixed file(s) {', '.join(problems)} differ from what the harness wrote: restore them with "
+                f"`git checkout -- {' '.join(problems)}`")
+        prepared = open_prepared(settings)
+        state = _read_state(ws)
+        dirty = git.dirty_paths()
+        if dirty and state is None and not (allow_dirty_train and set(dirty) <= {TRAIN_FILE}):
+            raise WorkspaceError(
+                f"uncommitted changes in {', '.join(dirty[:5])}: commit or stash them first "
+                "(the loop resets the working tree between experiments)")
+        _enter_branch(ws, tag, log)
+        runner = Runner(ws, settings, prepared.data_sha256, extra_env=extra_env or {})
+        researcher = cls(ws, settings, prepared, runner, log)
+        researcher._recover()
+        return researcher
+
+    # --- what the ledger says -------------------------------------------------------------------
+
+    def _measured(self) -> list[Row]:
+        """Rows with a harness-measured val_bpb under the current fingerprint, that ran fine."""
+        return [r for r in self.ledger.rows
+                if r.fingerprint == self.fingerprint and r.val_bpb is not None and r.status in ("keep", "discard")]
+
+    def best_runs(self, commit: str | None = None) -> list[float]:
+        """val_bpb of the runs of `commit` (default HEAD, the best) under the current fingerprint."""
+        short = (commit or self.ws.git.head())[:7]
+        return [r.val_bpb for r in self._measured() if r.short == short and r.status == "keep"]
+
+    def sigma(self) -> float:
+        groups: dict[str, list[float]] = {}
+        for r in self._measured():
+            groups.setdefault(r.short, []).append(r.val_bpb)
+        return pooled_sigma(list(groups.values()), self.settings.min_noise)
+
+    def baseline_gap(self) -> float | None:
+        gaps = [r.heldout_bpb - r.val_bpb for r in self._measured() if r.kind == "baseline" and r.heldout_bpb is not None]
+        return statistics.fmean(gaps) if gaps else None
+
+    def context(self, in_flight: tuple[str, ...] = ()) -> Context:
+        best = self.best_runs()
+        return Context(
+            ws=self.ws, settings=self.settings, ledger=self.ledger, best_commit=self.ws.git.head(),
+            best_source=self.ws.git.show("HEAD", TRAIN_FILE).decode(),
+            best_bpb=statistics.fmean(best) if best else None, sigma=self.sigma(), in_flight=in_flight,
+        )
+
+    # --- state ----------------------------------------------------------------------------------
+
+    def _save(self, pending: Pending | None) -> None:
+        path = self.ws.state_dir / STATE_FILE
+        if pending is None:
+            path.unlink(missing_ok=True)
+        else:
+            atomic.write_json(path, asdict(pending))
+
+    def _recover(self) -> None:
+        pending = _read_state(self.ws)
+        if pending is None:
+            return
+        git = self.ws.git
+        recorded = self.ledger.run_ids()
+        if pending.phase in ("proposing", "committing"):
+            if pending.phase == "committing" and git.head() != pending.parent and git.rev("HEAD~1") == pending.parent:
+                pending.phase, pending.candidate = "running", git.head()  # the commit made it
+            else:
+                self.log("recovering: dropping an uncommitted proposal")
+                git.run("reset", "--quiet", "--hard", pending.parent)
+                git.run("clean", "-f", "-d")
+                self._save(None)
+                return
+        if pending.runs and set(pending.runs) <= recorded:  # decided and recorded; finish the git part
+            rows = [r for r in self.ledger.rows if r.run_id in pending.runs]
+            if pending.kind == "experiment" and rows[-1].status != "keep" and git.head() == pending.candidate:
+                git.run("reset", "--quiet", "--hard", pending.parent)
+            self._save(None)
+            return
+        self.log(f"recovering: resuming {pending.kind} {pending.description or pending.candidate[:7]!r}")
+        git.run("reset", "--quiet", "--hard", pending.candidate or pending.parent)
+        git.run("clean", "-f", "-d")
+        finished = []
+        for run_id in pending.runs:
+            if run_id not in recorded and RunResult.load(self.ws.runs_dir / run_id) is not None:
+                finished.append(run_id)
+            elif (self.ws.runs_dir / run_id).exists():
+                shutil.rmtree(self.ws.runs_dir / run_id)  # interrupted mid-run: it will run again
+        pending.runs = finished
+        self._save(pending)
+        if pending.kind == "baseline":
+            self._finish_baseline(pending)
+        else:
+            self._finish_candidate(pending)
+
+    # --- runs -----------------------------------------------------------------------------------
+
+    def _new_run_id(self) -> str:
+        self.ws.runs_dir.mkdir(parents=True, exist_ok=True)
+        numbers = [int(p.name) for p in self.ws.runs_dir.iterdir() if p.name.isdigit()]
+        numbers += [int(r) for r in self.ledger.run_ids() if r.isdigit()]
+        return f"{max(numbers, default=0) + 1:04d}"
+
+    def _run(self, pending: Pending) -> RunResult:
+        run_id = self._new_run_id()
+        pending.runs.append(run_id)
+        self._save(pending)
+        commit = pending.candidate or pending.parent
+        self.log(f"run {run_id}: {pending.description or 'baseline'} (commit {commit[:7]}, budget {self.settings.time_budget:g} s)")
+        result = self.runner.run(run_id, commit)
+        run_dir = self.ws.runs_dir / run_id
+        save_proposal(run_dir, pending.proposal, pending.proposer)
+        if pending.candidate:
+            (run_dir / "diff.patch").write_text(self.ws.git.diff(pending.parent, pending.candidate, TRAIN_FILE))
+        return result
+
+    def _row(self, result: RunResult, pending: Pending, status: str, kind: str, rule: str,
+             decision: Decision | None = None, best: list[float] | None = None) -> Row:
+        desc = pending.description or "baseline"
+        if kind == "confirm":
+            desc = f"{desc} (confirmation run)"
+        s = result.summary
+        gain = None
+        if best and result.val_bpb is not None:
+            gain = statistics.fmean(best) - result.val_bpb
+        return Row(
+            commit=result.commit, val_bpb=result.val_bpb if status != "invalid" else None,
+            memory_gb=result.memory_gb, status=status, description=desc, run_id=result.run_id, kind=kind,
+            timestamp=result.ended, parent=pending.parent[:7] if pending.candidate else "",
+            proposer=pending.proposer, heldout_bpb=result.heldout_bpb, training_seconds=s.get("training_seconds"),
+            wall_seconds=result.wall_seconds, handover_seconds=result.handover_seconds,
+            num_steps=int(s["num_steps"]) if "num_steps" in s else None, total_tokens_m=s.get("total_tokens_M"),
+            mfu_percent=s.get("mfu_percent"), gain=gain, noise=decision.sigma if decision else None,
+            rule=rule, flags="; ".join(result.flags), fingerprint=self.fingerprint,
+        )
+
+    # --- the baseline ---------------------------------------------------------------------------
+
+    def ensure_baseline(self) -> None:
+        """Measure the best commit `baseline_runs` times under the current fingerprint."""
+        if len(self.best_runs()) >= self.settings.baseline_runs:
+            return
+        stashed = None
+        if self.ws.git.dirty_paths() == [TRAIN_FILE]:  # `autoresearch run` with a change waiting
+            stashed = self.ws.train_py.read_bytes()
+            atomic.write_bytes(self.ws.state_dir / "waiting-train.py", stashed)
+            self.ws.git.run("checkout", "--", TRAIN_FILE)
+        pending = Pending(phase="running", parent=self.ws.git.head(), kind="baseline", proposer="baseline")
+        self._save(pending)
+        self._finish_baseline(pending)
+        if stashed is not None:
+            self.ws.train_py.write_bytes(stashed)
+            (self.ws.state_dir / "waiting-train.py").unlink(missing_ok=True)
+
+    def _finish_baseline(self, pending: Pending) -> None:
+        results = [RunResult.load(self.ws.runs_dir / r) for r in pending.runs]
+        results = [r for r in results if r is not None]
+        have = len(self.best_runs())
+        while have + sum(r.outcome == "ok" for r in results) < self.settings.baseline_runs:
+            result = self._run(pending)
+            results.append(result)
+            if result.outcome != "ok":
+                self._record([self._row(result, pending, result.outcome, "baseline", result.error or result.outcome)])
+                raise WorkspaceError(
+                    f"the baseline run failed ({result.outcome}: {result.error}); see {self.ws.runs_dir / result.run_id / 'train.log'}")
+        rows = [self._row(r, pending, "keep", "baseline", "baseline") for r in results]
+        self._record(rows)
+        self._save(None)
+        sigma = self.sigma()
+        best = self.best_runs()
+        self.log(f"baseline: val_bpb {statistics.fmean(best):.6f} over {len(best)} runs, noise sigma {sigma:.6f}")
+
+    # --- experiments ----------------------------------------------------------------------------
+
+    def experiment(self, proposal: Proposal, proposer: str) -> list[Row]:
+        """Guard, commit, run and decide the change in the working tree; returns its ledger rows."""
+        git = self.ws.git
+        parent = git.head()
+        changed = git.changed_since(parent)
+        pending = Pending(phase="committing", parent=parent, proposer=proposer, description=proposal.description,
+                          hypothesis=proposal.hypothesis, params=proposal.params)
+        if not changed:
+            raise ProposerError("the proposal left train.py unchanged")
+        if set(changed) != {TRAIN_FILE}:
+            others = sorted(set(changed) - {TRAIN_FILE})
+            git.run("reset", "--quiet", "--hard", parent)
+            git.run("clean", "-f", "-d")
+            row = Row(commit=parent, val_bpb=None, memory_gb=None, status="invalid", description=proposal.description,
+                      kind="experiment", parent=parent[:7], proposer=proposer, timestamp=now(),
+                      rule=f"changed files other than train.py: {', '.join(others)} (reverted)", fingerprint=self.fingerprint)
+            self._record([row])
+            self.log(f"invalid: {proposal.description!r} changed {', '.join(others)}; reverted")
+            return [row]
+        self._save(pending)
+        pending.candidate = git.commit_all(_commit_message(proposal, proposer), paths=[TRAIN_FILE])
+        pending.phase = "running"
+        self._save(pending)
+        return self._finish_candidate(pending)
+
+    def _finish_candidate(self, pending: Pending) -> list[Row]:
+        results = [RunResult.load(self.ws.runs_dir / r) for r in pending.runs]
+        results = [r for r in results if r is not None]
+        best = self.best_runs(pending.parent)
+        need_run = not results
+        while True:
+            if need_run:
+                results.append(self._run(pending))
+            need_run = True
+            last = results[-1]
+            if last.outcome != "ok":
+                rows = [self._row(r, pending, r.outcome if r is last else "discard",
+                                  "experiment" if i == 0 else "confirm", last.error or last.outcome)
+                        for i, r in enumerate(results)]
+                return self._conclude(pending, rows, kept=False)
+            decision = decide([r.val_bpb for r in results], best, self.sigma(), self.settings)
+            if decision.verdict != "confirm":
+                break
+            self.log(f"  {decision.rule}")
+        status, rule = decision.verdict, decision.rule
+        gap = self.baseline_gap()
+        if gap is not None and status == "keep":
+            cand_gap = statistics.fmean(r.heldout_bpb - r.val_bpb for r in results)
+            if cand_gap - gap > self.settings.heldout_tolerance:
+                status = "invalid"
+                rule = (f"suspicious: held-out bpb exceeds val bpb by {cand_gap:.4f}, the baseline's gap is "
+                        f"{gap:.4f} (tolerance {self.settings.heldout_tolerance}); was it trained on validation data?")
+        rows = [self._row(r, pending, status, "experiment" if i == 0 else "confirm", rule, decision, best)
+                for i, r in enumerate(results)]
+        return self._conclude(pending, rows, kept=status == "keep")
+
+    def _conclude(self, pending: Pending, rows: list[Row], kept: bool) -> list[Row]:
+        self._record(rows)
+        if not kept:
+            self.ws.git.run("reset", "--quiet", "--hard", pending.parent)
+        for row in rows:  # keep the models of kept commits only
+            if not kept:
+                (self.ws.runs_dir / row.run_id / HANDED_OVER).unlink(missing_ok=True)
+        self._save(None)
+        first = rows[0]
+        val = f"{statistics.fmean(r.val_bpb for r in rows if r.val_bpb is not None):.6f}" if any(
+            r.val_bpb is not None for r in rows) else "-"
+        self.log(f"{first.status:8s} val_bpb {val}  {pending.description}  [{first.rule}]")
+        return rows
+
+    def _record(self, rows: list[Row]) -> None:
+        self.ledger.append(*rows)
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def loop(self, proposer: Proposer, max_experiments: int | None = None, hours: float | None = None) -> int:
+        """Run experiments until a limit; returns how many were run."""
+        self.ensure_baseline()
+        started, done, failures = time.monotonic(), 0, 0
+        while max_experiments is None or done < max_experiments:
+            if hours is not None and time.monotonic() - started >= hours * 3600:
+                self.log(f"stopping: {hours:g} h reached")
+                break
+            parent = self.ws.git.head()
+            self._save(Pending(phase="proposing", parent=parent, proposer=proposer.name))
+            try:
+                proposal = proposer.propose(self.context())
+                rows = self.experiment(proposal, proposer.name)
+            except ProposerError as e:
+                failures += 1
+                self.ws.git.run("reset", "--quiet", "--hard", parent)
+                self.ws.git.run("clean", "-f", "-d")
+                self._save(None)
+                self.log(f"proposer {proposer.name} failed ({failures}/{MAX_PROPOSER_FAILURES}): {e}")
+                if failures >= MAX_PROPOSER_FAILURES:
+                    raise
+                continue
+            failures = 0
+            proposer.observe(proposal, rows)
+            done += 1
+        return done
+
+
+def _read_state(ws: Workspace) -> Pending | None:
+    path = ws.state_dir / STATE_FILE
+    if not path.exists():
+        return None
+    try:
+        return Pending(**json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError):
+        path.unlink()
+        return None
+
+
+def _enter_branch(ws: Workspace, tag: str | None, log: Callable[[str], None]) -> None:
+    git = ws.git
+    current = git.branch()
+    if tag is None and current.startswith(BRANCH_PREFIX):
+        return
+    name = BRANCH_PREFIX + (tag or date.today().strftime("%b%d").lower())
+    if current == name:
+        return
+    if git.branch_exists(name):
+        git.run("checkout", "--quiet", name)
+        log(f"resuming on branch {name}")
+    else:
+        git.run("checkout", "--quiet", "-b", name)
+        log(f"research branch {name} (from {current})")
+
+
+def _commit_message(proposal: Proposal, proposer: str) -> str:
+    body = f"\n\n{proposal.hypothesis}" if proposal.hypothesis else ""
+    return f"{proposal.description}{body}\n\nproposer: {proposer}"
+

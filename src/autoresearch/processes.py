@@ -1,0 +1,126 @@
+"""Keeping a run's processes contained: find every process it started, and end them.
+
+A run starts in its own session and process group, so one signal reaches everything that stays
+in the group. A process that leaves the group (`setsid`, a double fork) is still found:
+- on Linux the harness process is a child subreaper (prctl PR_SET_CHILD_SUBREAPER), so orphaned
+  descendants are re-parented to it rather than to init, and show up as its children;
+- every run's environment carries AUTORESEARCH_RUN_ID, which its descendants inherit; processes
+  of this user that carry it are found by a scan (the fallback on macOS).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import time
+
+import psutil
+
+ENV_RUN_ID = "AUTORESEARCH_RUN_ID"
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Make orphaned descendants of this process its children (Linux); True when it worked."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _carries_run_id(proc: psutil.Process, run_id: str) -> bool:
+    try:
+        return proc.environ().get(ENV_RUN_ID) == run_id
+    except (psutil.Error, OSError):
+        return False
+
+
+def run_processes(run_id: str, group: int | None, known: set[int]) -> list[psutil.Process]:
+    """Live processes that belong to the run: in its process group, or orphans re-parented to us
+    that carry its id (or no readable id), or any process of this user that carries its id."""
+    me = psutil.Process()
+    found: dict[int, psutil.Process] = {}
+    if group is not None:
+        for proc in psutil.process_iter(["pid"]):
+            try:
+                if os.getpgid(proc.pid) == group:
+                    found[proc.pid] = proc
+            except (ProcessLookupError, PermissionError, psutil.Error):
+                continue
+    for child in me.children(recursive=True):
+        if child.pid in known:
+            continue
+        try:
+            env_id = child.environ().get(ENV_RUN_ID)
+        except (psutil.Error, OSError):
+            env_id = None
+        if env_id == run_id or (env_id is None and child.ppid() == me.pid):
+            found[child.pid] = child
+            for grandchild in child.children(recursive=True):
+                found[grandchild.pid] = grandchild
+    uid = os.getuid()
+    for proc in psutil.process_iter(["pid", "uids"]):
+        if proc.pid in found or proc.pid == me.pid or proc.pid in known:
+            continue
+        try:
+            if proc.info["uids"] and proc.info["uids"].real == uid and _carries_run_id(proc, run_id):
+                found[proc.pid] = proc
+        except (psutil.Error, KeyError):
+            continue
+    return [p for p in found.values() if _alive(p)]
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def kill_group(group: int, grace: float = 3.0) -> None:
+    """SIGTERM the process group, then SIGKILL what is left after `grace` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(group, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(group, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            time.sleep(0.05)
+
+
+def kill_all(procs: list[psutil.Process], grace: float = 2.0) -> None:
+    """Terminate, then kill, then reap (our re-parented children) the given processes."""
+    for proc in procs:
+        try:
+            proc.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=grace)
+
+
+def reap_orphans(known: set[int]) -> None:
+    """Collect re-parented orphans that exited on their own (else they stay zombies)."""
+    for child in psutil.Process().children():
+        if child.pid in known:
+            continue
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(child.pid, os.WNOHANG)
+        except (psutil.Error, ChildProcessError):
+            continue

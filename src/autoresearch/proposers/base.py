@@ -1,0 +1,66 @@
+"""The interface every proposer implements.
+
+A proposer looks at the research so far (`Context`) and changes `train.py` in the workspace's
+working tree, returning a `Proposal` that describes the change. It never commits, runs or
+records anything: the coordinator does, and decides. After the decision the proposer is told
+the outcome (`observe`), so it can learn from every result, crashes included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from autoresearch import atomic
+from autoresearch.ledger import Ledger, Row
+from autoresearch.settings import Settings
+from autoresearch.workspace import Workspace
+
+PROPOSAL_FILE = "proposal.json"  # in each run folder: what was proposed, by whom
+
+
+@dataclass(frozen=True)
+class Proposal:
+    description: str  # one line: what changed (and why)
+    hypothesis: str = ""  # what the proposer expects and why
+    params: dict = field(default_factory=dict)  # machine-readable details (the search proposer's values)
+
+
+@dataclass(frozen=True)
+class Context:
+    ws: Workspace
+    settings: Settings
+    ledger: Ledger
+    best_commit: str
+    best_source: str  # train.py of the best commit
+    best_bpb: float | None
+    sigma: float  # run-to-run noise of val_bpb
+    in_flight: tuple[str, ...] = ()  # descriptions of proposals being run right now (parallel workers)
+
+
+class Proposer(Protocol):
+    name: str
+
+    def propose(self, ctx: Context) -> Proposal:
+        """Change train.py in ctx.ws's working tree (starting from ctx.best_source)."""
+        ...
+
+    def observe(self, proposal: Proposal, rows: list[Row]) -> None:
+        """Learn from the recorded outcome of a proposal (its ledger rows)."""
+        ...
+
+
+def save_proposal(run_dir: Path, proposal: Proposal, proposer: str) -> None:
+    atomic.write_json(run_dir / PROPOSAL_FILE, {**asdict(proposal), "proposer": proposer})
+
+
+def load_proposal(run_dir: Path) -> tuple[Proposal, str] | None:
+    import json
+
+    path = run_dir / PROPOSAL_FILE
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    proposer = data.pop("proposer", "")
+    return Proposal(**data), proposer

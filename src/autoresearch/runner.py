@@ -1,0 +1,337 @@
+"""Run one experiment: `python train.py` under the harness's clock, then the harness's evaluator.
+
+1. Launch train.py in its own session and process group, its output going to `train.log` in
+   the run folder, with a pipe for the hand-over (handover.py).
+2. Own the clock: the time of the hand-over is read on the runner's monotonic clock; at the hard
+   limit the whole process group is killed (`timeout`).
+3. When the hand-over arrives, copy the exported model and hash it at once: whatever train.py
+   does afterwards cannot change what is evaluated.
+4. After train.py exits: end every process of the run (the group, and any that left it); check
+   that the fixed files, the ledger, the git state and the harness code are as before (otherwise
+   `invalid`, and they are restored); remove files the run left in the working tree.
+5. Evaluate the handed-over model in a fresh process (evaluator.py). Its val_bpb is the result;
+   what train.py printed is compared with it and only flags the run when they differ.
+
+The outcome is `ok`, `crash`, `timeout` or `invalid`; the loop turns `ok` into keep/discard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import selectors
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from autoresearch import atomic, guard, processes
+from autoresearch.api import INPROCESS_RECORD
+from autoresearch.data.shards import file_sha256
+from autoresearch.evaluator import EvalSpec
+from autoresearch.handover import ENV_HANDOVER_FD, ENV_RUN_DIR, MODEL_FILE
+from autoresearch.settings import Settings
+from autoresearch.workspace import TRAIN_FILE, Workspace
+
+RESULT_FILE = "result.json"
+LOG_FILE = "train.log"
+EVAL_FILE = "eval.json"
+HANDED_OVER = "handed_over.pt2"
+PRINTED_TOLERANCE = 1e-3  # |printed - measured| val_bpb beyond which a run is flagged
+GROUP_GRACE = 3.0  # seconds the run's helpers get to exit after train.py did
+SUMMARY_LINE = re.compile(r"^([A-Za-z_]+):\s+(-?[0-9.]+|nan|inf)\s*$")
+
+
+@dataclass
+class RunResult:
+    """The runner's record of one run (result.json in the run folder)."""
+
+    run_id: str
+    commit: str
+    outcome: str  # ok | crash | timeout | invalid
+    val_bpb: float | None = None
+    heldout_bpb: float | None = None
+    printed_bpb: float | None = None  # what train.py printed (informational)
+    inprocess_bpb: float | None = None  # what the in-process evaluate_bpb computed (informational)
+    wall_seconds: float = 0.0  # launch to exit
+    handover_seconds: float | None = None  # launch to hand-over
+    eval_seconds: float | None = None
+    exit_code: int | None = None
+    summary: dict[str, float] = field(default_factory=dict)  # train.py's `---` block
+    flags: list[str] = field(default_factory=list)
+    error: str = ""  # why it is not ok, in one line
+    log_tail: str = ""  # the end of train.log, for crashes
+    started: str = ""
+    ended: str = ""
+
+    @property
+    def memory_gb(self) -> float | None:
+        mb = self.summary.get("peak_vram_mb")
+        return mb / 1024 if mb is not None else None
+
+    def save(self, run_dir: Path) -> None:
+        atomic.write_json(run_dir / RESULT_FILE, asdict(self))
+
+    @classmethod
+    def load(cls, run_dir: Path) -> RunResult | None:
+        path = run_dir / RESULT_FILE
+        if not path.exists():
+            return None
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError):
+            return None
+
+
+def parse_summary(log: str) -> dict[str, float]:
+    """The last `---` block of a train.py log: key -> number."""
+    lines = log.replace("\r", "\n").splitlines()
+    try:
+        start = len(lines) - 1 - lines[::-1].index("---")
+    except ValueError:
+        return {}
+    out = {}
+    for line in lines[start + 1 :]:
+        m = SUMMARY_LINE.match(line.strip())
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
+def tail(text: str, n_lines: int = 40) -> str:
+    lines = text.replace("\r", "\n").splitlines()
+    return "\n".join(line for line in lines[-n_lines:])
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class _Attempt:
+    """State of one run while it is under way."""
+
+    run_dir: Path
+    result: RunResult
+    group: int | None = None
+    known: set[int] = field(default_factory=set)
+    model_sha256: str | None = None
+    device: str = "cpu"
+    autocast: str | None = None
+
+
+@dataclass
+class Runner:
+    """Runs experiments of one workspace. Create it once per loop: it snapshots the harness code."""
+
+    ws: Workspace
+    settings: Settings
+    data_sha256: str
+    python: str = sys.executable
+    extra_env: dict[str, str] = field(default_factory=dict)
+    package: dict[Path, bytes] = field(default_factory=guard.package_files, repr=False)
+
+    def __post_init__(self) -> None:
+        processes.become_subreaper()
+
+    def run(self, run_id: str, commit: str) -> RunResult:
+        run_dir = self.ws.runs_dir / run_id
+        if run_dir.exists():  # an attempt that was interrupted: start it over
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        result = RunResult(run_id=run_id, commit=commit, outcome="ok", started=now())
+        attempt = _Attempt(run_dir, result)
+        before = guard.take(self.ws, package=self.package)
+        self._train(attempt)
+        self._contain(attempt, before)
+        (run_dir / MODEL_FILE).unlink(missing_ok=True)  # train.py's own export; the copy is what counts
+        if result.outcome in ("ok", "timeout") and result.handover_seconds is not None and not result.error:
+            self._evaluate(attempt)
+        result.ended = now()
+        result.save(run_dir)
+        return result
+
+    # --- 1-3: training under the runner's clock ---------------------------------------------
+
+    def _train(self, attempt: _Attempt) -> None:
+        run_dir, result = attempt.run_dir, attempt.result
+        read_fd, write_fd = os.pipe()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AUTORESEARCH_RUN")}
+        env.update(self.extra_env)
+        env.update({
+            ENV_RUN_DIR: str(run_dir),
+            ENV_HANDOVER_FD: str(write_fd),
+            processes.ENV_RUN_ID: result.run_id,
+            "PYTHONUNBUFFERED": "1",
+        })
+        limit = self.settings.effective_hard_limit
+        with open(run_dir / LOG_FILE, "wb") as log:
+            started = time.monotonic()
+            proc = subprocess.Popen(
+                [self.python, TRAIN_FILE], cwd=self.ws.root, env=env, stdout=log, stderr=subprocess.STDOUT,
+                pass_fds=(write_fd,), start_new_session=True,
+            )
+            os.close(write_fd)
+            attempt.group = proc.pid
+            attempt.known = {proc.pid}
+            buffer = b""
+            sel = selectors.DefaultSelector()
+            sel.register(read_fd, selectors.EVENT_READ)
+            pipe_open = True
+            while proc.poll() is None:
+                remaining = limit - (time.monotonic() - started)
+                if remaining <= 0:
+                    result.outcome = "timeout"
+                    result.error = f"killed at the hard limit of {limit:.0f} s"
+                    processes.kill_group(proc.pid)
+                    break
+                if pipe_open and sel.select(timeout=min(remaining, 0.2)):
+                    chunk = os.read(read_fd, 65536)
+                    if not chunk:
+                        pipe_open = False
+                        sel.unregister(read_fd)
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        self._on_message(line, attempt, time.monotonic() - started)
+                elif not pipe_open:
+                    time.sleep(0.2)
+            proc.wait()
+            sel.close()
+            os.close(read_fd)
+            result.wall_seconds = round(time.monotonic() - started, 2)
+            result.exit_code = proc.returncode
+        log_text = (run_dir / LOG_FILE).read_text(encoding="utf-8", errors="replace")
+        result.summary = parse_summary(log_text)
+        result.printed_bpb = result.summary.get("val_bpb")
+        if result.outcome == "timeout":
+            result.log_tail = tail(log_text)
+            return
+        if proc.returncode != 0:
+            result.outcome = "crash"
+            result.error = f"train.py exited with code {proc.returncode}" + (
+                " after the hand-over" if result.handover_seconds is not None else "")
+            result.log_tail = tail(log_text)
+        elif result.handover_seconds is None:
+            result.outcome = "crash"
+            result.error = "train.py finished without handing over a model (it must call evaluate_bpb)"
+            result.log_tail = tail(log_text)
+        elif result.handover_seconds > self.settings.deadline:
+            result.outcome = "timeout"
+            result.flags.append(
+                f"overstayed: handed over at {result.handover_seconds:.0f} s, past budget + allowance "
+                f"({self.settings.deadline:.0f} s)")
+
+    def _on_message(self, line: bytes, attempt: _Attempt, at: float) -> None:
+        run_dir, result = attempt.run_dir, attempt.result
+        try:
+            message = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return
+        if not isinstance(message, dict) or message.get("event") != "handover":
+            return
+        if result.handover_seconds is not None:
+            result.flags.append("handed over more than once (the first counts)")
+            return
+        result.handover_seconds = round(at, 2)
+        source = run_dir / MODEL_FILE
+        if not source.is_file():
+            result.error = "hand-over without an exported model file"
+            return
+        shutil.copyfile(source, run_dir / HANDED_OVER)
+        attempt.model_sha256 = file_sha256(run_dir / HANDED_OVER)
+        attempt.device = str(message.get("device") or "cpu")
+        attempt.autocast = message.get("autocast")
+
+    # --- 4: containment and guards ----------------------------------------------------------
+
+    def _contain(self, attempt: _Attempt, before: guard.Snapshot) -> None:
+        result = attempt.result
+        deadline = time.monotonic() + GROUP_GRACE
+        left = processes.run_processes(result.run_id, attempt.group, attempt.known)
+        while left and time.monotonic() < deadline:
+            time.sleep(0.1)
+            left = processes.run_processes(result.run_id, attempt.group, attempt.known)
+        if left:
+            names = sorted({_name(p) for p in left})
+            processes.kill_all(left)
+            self._invalid(result, f"left {len(left)} process(es) running after train.py exited ({', '.join(names)}); they were killed")
+        processes.reap_orphans(attempt.known)
+        changed = guard.changes(before, self.ws)
+        if changed:
+            guard.restore(before, self.ws)
+            self._invalid(result, "; ".join(changed) + " (restored)")
+        stray = self.ws.git.run("clean", "-f", "-d", "--dry-run").splitlines()
+        if stray:
+            self.ws.git.run("clean", "-f", "-d")
+            result.flags.append(f"removed {len(stray)} untracked file(s) the run left in the workspace")
+        train_py = self.ws.train_py.read_bytes()
+        if train_py != self.ws.git.show("HEAD", TRAIN_FILE):
+            self.ws.git.run("checkout", "--", TRAIN_FILE)
+            result.flags.append("train.py changed itself during the run (reverted)")
+
+    def _invalid(self, result: RunResult, reason: str) -> None:
+        result.outcome = "invalid"
+        result.error = f"{result.error}; {reason}" if result.error else reason
+        result.val_bpb = None
+
+    # --- 5: the harness's own evaluation ----------------------------------------------------
+
+    def _evaluate(self, attempt: _Attempt) -> None:
+        run_dir, result = attempt.run_dir, attempt.result
+        if attempt.model_sha256 is None:
+            result.outcome, result.error = "crash", "no model was handed over"
+            return
+        spec = EvalSpec(
+            model_file=str(run_dir / HANDED_OVER),
+            model_sha256=attempt.model_sha256,
+            settings=self.settings.as_dict(),
+            data_sha256=self.data_sha256,
+            device=attempt.device,
+            autocast=attempt.autocast,
+        )
+        scratch = Path(tempfile.mkdtemp(prefix="autoresearch-eval-"))  # cwd nothing else can plant into
+        try:
+            (scratch / "spec.json").write_text(spec.to_json())
+            env = {k: v for k, v in os.environ.items() if not k.startswith("AUTORESEARCH_RUN")}
+            env.update(self.extra_env)
+            started = time.monotonic()
+            proc = subprocess.run(
+                [self.python, "-m", "autoresearch.evaluator", "--spec", str(scratch / "spec.json"), "--out", str(scratch / "out.json")],
+                cwd=scratch, env=env, capture_output=True, text=True, timeout=self.settings.effective_hard_limit,
+            )
+            result.eval_seconds = round(time.monotonic() - started, 2)
+            out = json.loads((scratch / "out.json").read_text()) if (scratch / "out.json").exists() else {}
+        except subprocess.TimeoutExpired:
+            out, proc = {"error": "the evaluator timed out"}, None
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        atomic.write_json(run_dir / EVAL_FILE, out)
+        if "error" in out or "val_bpb" not in out:
+            detail = out.get("error") or tail(proc.stderr if proc else "", 5) or "no result"
+            result.outcome = "invalid" if "modified" in detail or "fingerprint" in detail else "crash"
+            result.error = f"evaluation failed: {detail}"
+            return
+        result.val_bpb = out["val_bpb"]
+        result.heldout_bpb = out["heldout_bpb"]
+        inprocess = run_dir / INPROCESS_RECORD
+        if inprocess.exists():
+            try:
+                result.inprocess_bpb = float(json.loads(inprocess.read_text())["val_bpb"])
+            except (ValueError, KeyError, TypeError, json.JSONDecodeError):
+                pass
+        for label, value in (("printed", result.printed_bpb), ("in-process", result.inprocess_bpb)):
+            if value is not None and not abs(value - result.val_bpb) <= PRINTED_TOLERANCE:
+                result.flags.append(f"{label} val_bpb {value:.6f} differs from the harness's {result.val_bpb:.6f}")
+
+
+def _name(proc) -> str:
+    try:
+        return proc.name()
+    except Exception:
+        return "?"
