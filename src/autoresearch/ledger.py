@@ -50,6 +50,7 @@ class Row:
     noise: float | None = None  # the run-to-run sigma the decision used
     rule: str = ""  # which rule decided, in words
     flags: str = ""  # things the runner noticed (e.g. printed val_bpb differs)
+    cost_usd: float | None = None  # what the proposal cost (LLM proposers), on its first row
     fingerprint: str = ""  # settings + data + tokenizer + harness code
 
     def __post_init__(self) -> None:
@@ -69,7 +70,7 @@ def _fmt(name: str, value) -> str:
         return "0.000000" if name == "val_bpb" else ("0.0" if name == "memory_gb" else "")
     if name == "commit":
         return str(value)[:7]
-    if name in ("val_bpb", "heldout_bpb", "gain", "noise"):
+    if name in ("val_bpb", "heldout_bpb", "gain", "noise", "cost_usd"):
         return f"{value:.6f}"
     if name == "memory_gb":
         return f"{value:.1f}"

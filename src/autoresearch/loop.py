@@ -50,9 +50,12 @@ class Pending:
     candidate: str = ""
     runs: list[str] = field(default_factory=list)
 
+    tokens: int = 0
+    cost_usd: float = 0.0
+
     @property
     def proposal(self) -> Proposal:
-        return Proposal(self.description, self.hypothesis, self.params)
+        return Proposal(self.description, self.hypothesis, self.params, self.tokens, self.cost_usd)
 
 
 def check_machine(settings: Settings) -> None:
@@ -221,6 +224,7 @@ class Researcher:
             num_steps=int(s["num_steps"]) if "num_steps" in s else None, total_tokens_m=s.get("total_tokens_M"),
             mfu_percent=s.get("mfu_percent"), gain=gain, noise=decision.sigma if decision else None,
             rule=rule, flags="; ".join(result.flags), fingerprint=self.fingerprint,
+            cost_usd=pending.cost_usd if kind == "experiment" and pending.cost_usd else None,
         )
 
     # --- the baseline ---------------------------------------------------------------------------
@@ -267,7 +271,8 @@ class Researcher:
         parent = git.head()
         changed = git.changed_since(parent)
         pending = Pending(phase="committing", parent=parent, proposer=proposer, description=proposal.description,
-                          hypothesis=proposal.hypothesis, params=proposal.params)
+                          hypothesis=proposal.hypothesis, params=proposal.params, tokens=proposal.tokens,
+                          cost_usd=proposal.cost_usd)
         if not changed:
             raise ProposerError("the proposal left train.py unchanged")
         if set(changed) != {TRAIN_FILE}:
@@ -276,7 +281,8 @@ class Researcher:
             git.run("clean", "-f", "-d")
             row = Row(commit=parent, val_bpb=None, memory_gb=None, status="invalid", description=proposal.description,
                       kind="experiment", parent=parent[:7], proposer=proposer, timestamp=now(),
-                      rule=f"changed files other than train.py: {', '.join(others)} (reverted)", fingerprint=self.fingerprint)
+                      rule=f"changed files other than train.py: {', '.join(others)} (reverted)", fingerprint=self.fingerprint,
+                      cost_usd=proposal.cost_usd or None)
             self._record([row])
             self.log(f"invalid: {proposal.description!r} changed {', '.join(others)}; reverted")
             return [row]

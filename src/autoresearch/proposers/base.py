@@ -25,6 +25,8 @@ class Proposal:
     description: str  # one line: what changed (and why)
     hypothesis: str = ""  # what the proposer expects and why
     params: dict = field(default_factory=dict)  # machine-readable details (the search proposer's values)
+    tokens: int = 0  # LLM tokens spent on this proposal (prompt + completion)
+    cost_usd: float = 0.0  # and their price
 
 
 @dataclass(frozen=True)
