@@ -21,6 +21,8 @@ os.environ["HF_HOME"] = str(_SESSION_ROOT / "hf-home")
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.pop("HF_ENDPOINT", None)
 os.environ.pop("AUTORESEARCH_DEVICE", None)
+# Test workers run side by side on small machines: one thread per training process each.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -66,3 +68,33 @@ def prepared(tiny_settings):
 @pytest.fixture(scope="session")
 def tokenizer(prepared):
     return prepared.tokenizer()
+
+
+@pytest.fixture
+def make_workspace(tmp_path, prepared, corpus):
+    """A real workspace (git repo) on the tiny preset, its data already prepared."""
+    from autoresearch import settings, workspace
+
+    def make(name: str = "ws", budget: float = 4.0, **overrides):
+        values = dict(dataset=f"files:{corpus}", val_permille=100, heldout_permille=100, time_budget=budget)
+        values.update(overrides)
+        return workspace.init(tmp_path / name, settings.from_preset("tiny", **values))
+
+    return make
+
+
+def load_train_definitions(ws_root: Path) -> dict:
+    """The classes and functions of a workspace's train.py (everything above its setup section),
+    executed against the workspace's real prepare.py."""
+    import sys
+
+    source = (ws_root / "train.py").read_text()
+    head = source.split("# --- setup")[0]
+    sys.modules.pop("prepare", None)
+    sys.path.insert(0, str(ws_root))
+    try:
+        namespace: dict = {"__name__": "train_definitions"}
+        exec(compile(head, str(ws_root / "train.py"), "exec"), namespace)
+    finally:
+        sys.path.remove(str(ws_root))
+    return namespace

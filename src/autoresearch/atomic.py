@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any
+
+
+# Fault injection for tests: AUTORESEARCH_FAULT=<file name>:before-rename kills the process with
+# SIGKILL after the temporary file is written and before it replaces the target.
+FAULT_ENV = "AUTORESEARCH_FAULT"
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -23,6 +29,8 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if os.environ.get(FAULT_ENV) == f"{path.name}:before-rename":  # tests: die mid-write
+            os.kill(os.getpid(), signal.SIGKILL)
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -101,6 +101,8 @@ class Ledger:
     @classmethod
     def open(cls, path: Path) -> Ledger:
         ledger = cls(Path(path))
+        for stale in ledger.path.parent.glob(f".{ledger.path.name}.*.tmp"):  # a write cut short by a kill
+            stale.unlink(missing_ok=True)
         if ledger.path.exists():
             ledger.rows = read_rows(ledger.path.read_text(encoding="utf-8"))
         return ledger

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
 
-from autoresearch import atomic, devices, guard
+from autoresearch import atomic, devices, guard, processes
 from autoresearch.data.prepare import PreparedData, open_prepared
 from autoresearch.decide import Decision, decide, pooled_sigma
 from autoresearch.errors import ProposerError, SettingsError, WorkspaceError
@@ -176,7 +176,12 @@ class Researcher:
         for run_id in pending.runs:
             if run_id not in recorded and RunResult.load(self.ws.runs_dir / run_id) is not None:
                 finished.append(run_id)
-            elif (self.ws.runs_dir / run_id).exists():
+                continue
+            orphans = processes.run_processes(run_id, None, set())  # train.py of the killed loop
+            if orphans:
+                self.log(f"recovering: ending {len(orphans)} process(es) left by interrupted run {run_id}")
+                processes.kill_all(orphans)
+            if (self.ws.runs_dir / run_id).exists():
                 shutil.rmtree(self.ws.runs_dir / run_id)  # interrupted mid-run: it will run again
         pending.runs = finished
         self._save(pending)

@@ -260,7 +260,11 @@ class Runner:
         if left:
             names = sorted({_name(p) for p in left})
             processes.kill_all(left)
-            self._invalid(result, f"left {len(left)} process(es) running after train.py exited ({', '.join(names)}); they were killed")
+            message = f"left {len(left)} process(es) running ({', '.join(names)}); they were killed"
+            if result.outcome == "timeout":  # already not kept; the hang is the story
+                result.flags.append(message)
+            else:
+                self._invalid(result, message)
         processes.reap_orphans(attempt.known)
         changed = guard.changes(before, self.ws)
         if changed:

@@ -34,6 +34,7 @@ GITIGNORE = f"""# written by the harness and the proposers; never committed
 /{STATE_DIR}/
 /progress.png
 /report.html
+.*.tmp
 __pycache__/
 *.pyc
 """
