@@ -19,7 +19,8 @@ from autoresearch.data.prepare import open_prepared
 from autoresearch.ledger import Ledger, Row
 from autoresearch.loop import Researcher
 from autoresearch.proposers.base import Proposal
-from autoresearch.runner import Runner
+from autoresearch.processes import run_key
+from autoresearch.runner import Runner, RunResult
 
 pytestmark = pytest.mark.slow
 SETUP = "t_start = time.time()"
@@ -100,7 +101,7 @@ def run_variant(ws, edit):
     package_hash = tree_hash(Path(guard.__file__).parent)
     result = runner.run("0099", commit)
     # nothing survives, nothing guarded changed
-    assert not [p for p in psutil.process_iter(["environ"]) if (p.info["environ"] or {}).get("AUTORESEARCH_RUN_ID") == "0099"]
+    assert not [p for p in psutil.process_iter(["environ"]) if (p.info["environ"] or {}).get("AUTORESEARCH_RUN_ID") == run_key(ws.runs_dir / "0099")]
     assert guard.changes(snapshot, ws) == []
     assert ws.check_fixed_files() == [] and ws.git.dirty_paths() == []
     assert tree_hash(Path(guard.__file__).parent) == package_hash
@@ -152,7 +153,9 @@ def test_training_on_validation_data_is_caught_by_the_held_out_split(make_worksp
     rows = researcher.experiment(Proposal("train on the validation shards"), "red-team")
     cheat = rows[0]
     assert cheat.status == "invalid" and "held-out" in cheat.rule
-    assert (cheat.heldout_bpb - cheat.val_bpb) - (honest.heldout_bpb - honest.val_bpb) > ws.settings().heldout_tolerance
+    assert cheat.val_bpb is None  # an invalid run's number never reaches the ledger's val_bpb column
+    measured = RunResult.load(ws.runs_dir / cheat.run_id)
+    assert (measured.heldout_bpb / measured.val_bpb) / (honest.heldout_bpb / honest.val_bpb) - 1 > ws.settings().heldout_tolerance
     assert ws.git.short() == honest.commit  # not kept
 
 

@@ -20,6 +20,7 @@ from autoresearch.cli import main
 from autoresearch.errors import ProposerError, SettingsError, WorkspaceError
 from autoresearch.ledger import REFERENCE_COLUMNS, Ledger
 from autoresearch.loop import Researcher
+from autoresearch.processes import run_key
 from autoresearch.proposers.base import Proposal
 from autoresearch.runner import RunResult
 
@@ -124,7 +125,7 @@ def test_a_hung_run_is_killed_with_everything_it_started(make_workspace):
     assert row.status == "timeout" and row.val_bpb is None
     assert 25 <= row.wall_seconds < 40
     time.sleep(0.5)
-    left = [p for p in psutil.process_iter(["environ"]) if (p.info["environ"] or {}).get("AUTORESEARCH_RUN_ID") == row.run_id]
+    left = [p for p in psutil.process_iter(["environ"]) if (p.info["environ"] or {}).get("AUTORESEARCH_RUN_ID") == run_key(ws.runs_dir / row.run_id)]
     assert left == []
     assert ws.git.dirty_paths() == [] and ws.git.short() != row.commit
 

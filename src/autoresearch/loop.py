@@ -127,9 +127,10 @@ class Researcher:
             groups.setdefault(r.short, []).append(r.val_bpb)
         return pooled_sigma(list(groups.values()), self.settings.min_noise)
 
-    def baseline_gap(self) -> float | None:
-        gaps = [r.heldout_bpb - r.val_bpb for r in self._measured() if r.kind == "baseline" and r.heldout_bpb is not None]
-        return statistics.fmean(gaps) if gaps else None
+    def baseline_ratio(self) -> float | None:
+        """Mean held-out/val bpb ratio of the baseline runs: what honest training gives here."""
+        ratios = [r.heldout_bpb / r.val_bpb for r in self._measured() if r.kind == "baseline" and r.heldout_bpb]
+        return statistics.fmean(ratios) if ratios else None
 
     def context(self, in_flight: tuple[str, ...] = ()) -> Context:
         best = self.best_runs()
@@ -177,7 +178,7 @@ class Researcher:
             if run_id not in recorded and RunResult.load(self.ws.runs_dir / run_id) is not None:
                 finished.append(run_id)
                 continue
-            orphans = processes.run_processes(run_id, None, set())  # train.py of the killed loop
+            orphans = processes.run_processes(processes.run_key(self.ws.runs_dir / run_id), None, set())  # train.py of the killed loop
             if orphans:
                 self.log(f"recovering: ending {len(orphans)} process(es) left by interrupted run {run_id}")
                 processes.kill_all(orphans)
@@ -317,13 +318,15 @@ class Researcher:
                 break
             self.log(f"  {decision.rule}")
         status, rule = decision.verdict, decision.rule
-        gap = self.baseline_gap()
-        if gap is not None and status == "keep":
-            cand_gap = statistics.fmean(r.heldout_bpb - r.val_bpb for r in results)
-            if cand_gap - gap > self.settings.heldout_tolerance:
+        # Val and held-out are disjoint samples of the same kind of text, so honest training moves
+        # both alike and their ratio stays put; training on the val shards lowers val alone.
+        base_ratio = self.baseline_ratio()
+        if base_ratio is not None and status == "keep":
+            ratio = statistics.fmean(r.heldout_bpb / r.val_bpb for r in results)
+            if ratio / base_ratio - 1 > self.settings.heldout_tolerance:
                 status = "invalid"
-                rule = (f"suspicious: held-out bpb exceeds val bpb by {cand_gap:.4f}, the baseline's gap is "
-                        f"{gap:.4f} (tolerance {self.settings.heldout_tolerance}); was it trained on validation data?")
+                rule = (f"suspicious: held-out/val bpb ratio {ratio:.3f} vs the baseline's {base_ratio:.3f} "
+                        f"(tolerance +{self.settings.heldout_tolerance:.0%}); was it trained on validation data?")
         rows = [self._row(r, pending, status, "experiment" if i == 0 else "confirm", rule, decision, best)
                 for i, r in enumerate(results)]
         return self._conclude(pending, rows, kept=status == "keep")

@@ -5,7 +5,9 @@ in the group. A process that leaves the group (`setsid`, a double fork) is still
 - on Linux the harness process is a child subreaper (prctl PR_SET_CHILD_SUBREAPER), so orphaned
   descendants are re-parented to it rather than to init, and show up as its children;
 - every run's environment carries AUTORESEARCH_RUN_ID, which its descendants inherit; processes
-  of this user that carry it are found by a scan (the fallback on macOS).
+  of this user that carry it are found by a scan (the fallback on macOS). Its value is the run's
+  key: the absolute path of its run folder, unique across workspaces, so two workspaces (or two
+  workers) with the same run number never touch each other's processes.
 """
 
 from __future__ import annotations
@@ -15,11 +17,17 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 import psutil
 
 ENV_RUN_ID = "AUTORESEARCH_RUN_ID"
 _PR_SET_CHILD_SUBREAPER = 36
+
+
+def run_key(run_dir: Path) -> str:
+    """The identity a run's processes carry in ENV_RUN_ID: its run folder's absolute path."""
+    return str(Path(run_dir).resolve())
 
 
 def become_subreaper() -> bool:
@@ -33,16 +41,16 @@ def become_subreaper() -> bool:
         return False
 
 
-def _carries_run_id(proc: psutil.Process, run_id: str) -> bool:
+def _carries_key(proc: psutil.Process, key: str) -> bool:
     try:
-        return proc.environ().get(ENV_RUN_ID) == run_id
+        return proc.environ().get(ENV_RUN_ID) == key
     except (psutil.Error, OSError):
         return False
 
 
-def run_processes(run_id: str, group: int | None, known: set[int]) -> list[psutil.Process]:
+def run_processes(key: str, group: int | None, known: set[int]) -> list[psutil.Process]:
     """Live processes that belong to the run: in its process group, or orphans re-parented to us
-    that carry its id (or no readable id), or any process of this user that carries its id."""
+    that carry its key (or no readable key), or any process of this user that carries its key."""
     me = psutil.Process()
     found: dict[int, psutil.Process] = {}
     if group is not None:
@@ -59,7 +67,7 @@ def run_processes(run_id: str, group: int | None, known: set[int]) -> list[psuti
             env_id = child.environ().get(ENV_RUN_ID)
         except (psutil.Error, OSError):
             env_id = None
-        if env_id == run_id or (env_id is None and child.ppid() == me.pid):
+        if env_id == key or (env_id is None and child.ppid() == me.pid):
             found[child.pid] = child
             for grandchild in child.children(recursive=True):
                 found[grandchild.pid] = grandchild
@@ -68,7 +76,7 @@ def run_processes(run_id: str, group: int | None, known: set[int]) -> list[psuti
         if proc.pid in found or proc.pid == me.pid or proc.pid in known:
             continue
         try:
-            if proc.info["uids"] and proc.info["uids"].real == uid and _carries_run_id(proc, run_id):
+            if proc.info["uids"] and proc.info["uids"].real == uid and _carries_key(proc, key):
                 found[proc.pid] = proc
         except (psutil.Error, KeyError):
             continue

@@ -166,7 +166,7 @@ class Runner:
         env.update({
             ENV_RUN_DIR: str(run_dir),
             ENV_HANDOVER_FD: str(write_fd),
-            processes.ENV_RUN_ID: result.run_id,
+            processes.ENV_RUN_ID: processes.run_key(run_dir),
             "PYTHONUNBUFFERED": "1",
         })
         limit = self.settings.effective_hard_limit
@@ -253,10 +253,10 @@ class Runner:
     def _contain(self, attempt: _Attempt, before: guard.Snapshot) -> None:
         result = attempt.result
         deadline = time.monotonic() + GROUP_GRACE
-        left = processes.run_processes(result.run_id, attempt.group, attempt.known)
+        left = processes.run_processes(processes.run_key(attempt.run_dir), attempt.group, attempt.known)
         while left and time.monotonic() < deadline:
             time.sleep(0.1)
-            left = processes.run_processes(result.run_id, attempt.group, attempt.known)
+            left = processes.run_processes(processes.run_key(attempt.run_dir), attempt.group, attempt.known)
         if left:
             names = sorted({_name(p) for p in left})
             processes.kill_all(left)
