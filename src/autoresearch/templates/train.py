@@ -362,8 +362,9 @@ grad_accum = TOTAL_BATCH_SIZE // tokens_per_micro
 train_loader = make_dataloader(tokenizer, DEVICE_BATCH_SIZE, MAX_SEQ_LEN, "train", device=DEVICE, seed=SEED)
 x, y, epoch = next(train_loader)
 peak = peak_flops()
-print(f"device {DEVICE} ({'bf16' if USE_BF16 else 'fp32'}{', FA3' if fa3 else ''}) | {num_params / 1e6:.2f}M params | "
-      f"width {width} depth {DEPTH} | {grad_accum} micro-batches of {DEVICE_BATCH_SIZE}x{MAX_SEQ_LEN} per step", flush=True)
+print(f"device {DEVICE} ({'bf16' if USE_BF16 else 'fp32'}{', FA3' if fa3 else ''}, peak {peak / 1e9:,.0f} GFLOP/s) | "
+      f"{num_params / 1e6:.2f}M params, {flops_per_token / 1e6:.1f} MFLOP/token | width {width} depth {DEPTH} | "
+      f"{grad_accum} micro-batches of {DEVICE_BATCH_SIZE}x{MAX_SEQ_LEN} per step", flush=True)
 
 # --- training: the budget counts training time after the warm-up steps -----------------------
 compiled = train_model is not model

@@ -1,0 +1,71 @@
+"""What an experiment costs beyond its training budget, and the 5-minute CPU baseline.
+
+Runs the baseline of a fresh cpu-preset workspace --runs times through the research loop, as
+`autoresearch loop` does, and reports:
+- per run: wall time (launch to exit), hand-over time, training seconds, the runner's
+  out-of-process evaluation and train.py's informational in-process one, val_bpb;
+- overhead = (loop wall time per run - budget) / budget: start-up, warm-up step, hand-over
+  export, both evaluations, bookkeeping; and experiments per hour at this budget;
+- the baseline's val_bpb: mean, standard deviation and range over the runs (its run-to-run noise);
+- out-of-process / in-process evaluation time.
+
+    python bench/overhead.py [--budget 300] [--runs 3] [--cache DIR]
+
+Targets: overhead <= 10% at the 5-minute budget (issue: loop); evaluation out of process
+<= 1.5x in process (issue: tamper-proof evaluation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from datetime import date
+
+from _workspace import machine, prepared_workspace
+from autoresearch.api import INPROCESS_RECORD
+from autoresearch.loop import Researcher
+from autoresearch.runner import RunResult
+
+TARGET_OVERHEAD = 0.10
+TARGET_EVAL_RATIO = 1.5
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget", type=float, default=300.0, help="training seconds per run")
+    parser.add_argument("--runs", type=int, default=3, help="baseline runs")
+    parser.add_argument("--cache", help="data cache folder (default: $AUTORESEARCH_CACHE or ~/.cache/autoresearch)")
+    args = parser.parse_args()
+    print(f"machine: {machine()}; {date.today()}")
+    ws, _ = prepared_workspace("cpu", args.budget, args.cache, baseline_runs=args.runs)
+    print(f"workspace {ws.root}: cpu preset, budget {args.budget:g} s, {args.runs} baseline runs")
+
+    researcher = Researcher.open(ws.root, tag="bench", log=lambda m: print(f"  {m}"))
+    t0 = time.monotonic()
+    researcher.ensure_baseline()
+    per_run = (time.monotonic() - t0) / args.runs
+
+    results = [RunResult.load(d) for d in sorted(ws.runs_dir.iterdir()) if d.name.isdigit()]
+    print(f"{'run':>5} {'wall s':>8} {'handover s':>10} {'train s':>8} {'eval out s':>10} {'eval in s':>9} {'val_bpb':>9}")
+    ratios = []
+    for r in results:
+        inproc = json.loads((ws.runs_dir / r.run_id / INPROCESS_RECORD).read_text())["seconds"]
+        ratios.append(r.eval_seconds / inproc)
+        print(f"{r.run_id:>5} {r.wall_seconds:8.1f} {r.handover_seconds:10.1f} "
+              f"{r.summary['training_seconds']:8.1f} {r.eval_seconds:10.1f} {inproc:9.1f} {r.val_bpb:9.4f}")
+    bpb = [r.val_bpb for r in results]
+    overhead = (per_run - args.budget) / args.budget
+    ratio = statistics.fmean(ratios)
+    print(f"baseline val_bpb: mean {statistics.fmean(bpb):.4f}, sd {statistics.stdev(bpb) if len(bpb) > 1 else 0:.4f}, "
+          f"range {max(bpb) - min(bpb):.4f} over {len(bpb)} runs")
+    print(f"RESULT overhead {per_run - args.budget:.1f} s per {args.budget:g} s run = {100 * overhead:.1f}% "
+          f"(target {100 * TARGET_OVERHEAD:.0f}%: {overhead / TARGET_OVERHEAD:.2f}x of it); "
+          f"{3600 / per_run:.1f} experiments/hour")
+    print(f"RESULT evaluation out of process / in process: {ratio:.2f}x (target <= {TARGET_EVAL_RATIO}x: "
+          f"{'met' if ratio <= TARGET_EVAL_RATIO else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    main()
