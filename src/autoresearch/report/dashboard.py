@@ -93,7 +93,7 @@ def _current(research: model.Research) -> dict | None:
         "phase": live.phase, "run_id": live.run_id, "description": live.description, "kind": live.kind,
         "budget_s": live.budget_s, "training_seconds": live.training_seconds, "time_left_s": live.time_left_s,
         "progress": _number(last.get("progress")), "step": _number(last.get("step")), "loss": _number(last.get("loss")),
-        "quiet_s": None if live.quiet_s is None else round(live.quiet_s, 1),
+        "last_output_at": None if live.last_output is None else round(live.last_output, 3),
         "curve": _curve_data(live.curve) if live.curve else None,
     }
 
@@ -168,7 +168,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":  # a HEAD response has no body
+            self.wfile.write(body)
 
     def __getattr__(self, name: str):
         """Every method other than GET (POST, PUT, DELETE, HEAD, or made-up ones) gets 405, not 501."""

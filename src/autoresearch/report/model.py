@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+import numpy as np
 
 from autoresearch import settings as settings_mod
 from autoresearch.errors import ReportError
@@ -32,6 +33,7 @@ LOG_FILE = "train.log"  # runner.LOG_FILE
 RESULT_FILE = "result.json"  # runner.RESULT_FILE
 DIFF_FILE = "diff.patch"  # written by the loop: the change to train.py, parent -> candidate
 STATE_FILE = "state.json"  # loop.STATE_FILE, in STATE_DIR: the step under way
+_NUMBER = (int, float)  # exact types: a JSON true/false is not a number here
 CURVE_POINTS = 200  # a loss curve is averaged down to at most this many points
 MAX_DIFF_CHARS = 200_000  # a diff longer than this is cut (with a note) so one run cannot bloat the report
 
@@ -219,47 +221,53 @@ def read_curve(run_dir: Path | None, points: int = CURVE_POINTS) -> Curve | None
     """
     if run_dir is None:
         return None
-    path = run_dir / METRICS_FILE
     try:
-        lines = path.read_bytes().splitlines()
+        text = (run_dir / METRICS_FILE).read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
-    xs: list[float] = []
-    ys: list[float] = []
-    last: dict = {}
-    use_time = None
-    for line in lines:
-        try:
-            record = json.loads(line)
-            loss = float(record["loss"])
-        except (ValueError, KeyError, TypeError):
-            continue
-        if not isinstance(record, dict) or not math.isfinite(loss):
-            continue
-        if use_time is None:
-            use_time = isinstance(record.get("training_seconds"), (int, float))
-        x = record.get("training_seconds") if use_time else record.get("step", len(xs))
-        if not isinstance(x, (int, float)):
-            continue
-        xs.append(float(x))
-        ys.append(loss)
-        last = record
-    if not xs:
+    records = _records(text)
+    if not records:
         return None
-    bx, by = _bucket_means(xs, points), _bucket_means(ys, points)
-    return Curve(tuple(bx), tuple(by), "training seconds" if use_time else "step", len(xs), last)
+    use_time = type(records[0].get("training_seconds")) in _NUMBER
+    key = "training_seconds" if use_time else "step"
+    pairs = [(r.get(key), r.get("loss")) for r in records]
+    pairs = [(x, y) for x, y in pairs if type(x) in _NUMBER and type(y) in _NUMBER and -math.inf < y < math.inf]
+    if not pairs:
+        return None
+    xs = np.array([x for x, _ in pairs], dtype=np.float64)
+    ys = np.array([y for _, y in pairs], dtype=np.float64)
+    return Curve(_bucket_means(xs, points), _bucket_means(ys, points), "training seconds" if use_time else "step",
+                 len(pairs), records[-1])
 
 
-def _bucket_means(values: list[float], points: int) -> list[float]:
+def _records(text: str) -> list[dict]:
+    """The JSON objects of a .jsonl text, skipping lines that do not parse.
+
+    All lines are first parsed in one call as a JSON array (a thousand runs of a thousand steps
+    must not take a thousand-thousand parser calls); only if that fails, line by line.
+    """
+    lines = [line for line in text.splitlines() if line.strip()]
+    try:
+        records = json.loads("[" + ",".join(lines) + "]")
+    except ValueError:
+        records = []
+        for line in lines:
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+    return [r for r in records if isinstance(r, dict)]
+
+
+def _bucket_means(values: np.ndarray, points: int) -> tuple[float, ...]:
     """Means of consecutive buckets: fewer points to draw, and per-step noise smoothed away."""
     n = len(values)
     if n <= points:
-        return values
-    out = []
-    for b in range(points):
-        lo, hi = b * n // points, (b + 1) * n // points
-        out.append(sum(values[lo:hi]) / (hi - lo))
-    return out
+        return tuple(values.tolist())
+    starts = np.arange(points) * n // points
+    sums = np.add.reduceat(values, starts)
+    counts = np.diff(np.append(starts, n))
+    return tuple((sums / counts).tolist())
 
 
 def read_proposal(run_dir: Path | None) -> dict:
@@ -388,7 +396,7 @@ class LiveRun:
     kind: str  # baseline | experiment
     curve: Curve | None
     budget_s: float | None  # the training budget (from autoresearch.toml)
-    quiet_s: float | None  # seconds since the run last wrote its log or metrics (a stopped loop stays quiet)
+    last_output: float | None  # when the run last wrote its log or metrics (epoch seconds; a stopped loop stays quiet)
 
     @property
     def training_seconds(self) -> float | None:
@@ -402,11 +410,11 @@ class LiveRun:
         return max(0.0, self.budget_s - self.training_seconds)
 
 
-def live_run(research: Research, now: float | None = None) -> LiveRun | None:
+def live_run(research: Research) -> LiveRun | None:
     """The step under way, from the state file the loop writes before each step; None when idle.
 
     The loop removes the file when a step is done; if the loop was killed the file stays until it
-    resumes, which `quiet_s` (time since the run last wrote anything) makes visible.
+    resumes, which `last_output` (when the run last wrote anything) makes visible.
     """
     state = _read_json(research.folder / STATE_DIR / STATE_FILE)
     if not state:
@@ -419,10 +427,10 @@ def live_run(research: Research, now: float | None = None) -> LiveRun | None:
     kind = str(state.get("kind", "experiment"))
     description = str(state.get("description") or ("baseline" if kind == "baseline" else ""))
     budget = research.settings.time_budget if research.settings else None
-    return LiveRun(phase, run_id, description, kind, read_curve(run_dir), budget, _quiet_seconds(run_dir, now))
+    return LiveRun(phase, run_id, description, kind, read_curve(run_dir), budget, _last_output(run_dir))
 
 
-def _quiet_seconds(run_dir: Path | None, now: float | None) -> float | None:
+def _last_output(run_dir: Path | None) -> float | None:
     if run_dir is None:
         return None
     stamps = []
@@ -431,9 +439,7 @@ def _quiet_seconds(run_dir: Path | None, now: float | None) -> float | None:
             stamps.append((run_dir / name).stat().st_mtime)
         except OSError:
             pass
-    if not stamps:
-        return None
-    return max(0.0, (time.time() if now is None else now) - max(stamps))
+    return max(stamps) if stamps else None
 
 
 def _read_json(path: Path) -> dict:

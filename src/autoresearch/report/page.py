@@ -61,7 +61,7 @@ a{color:#0b62a4;text-decoration:none}a:hover{text-decoration:underline}
 const INTERVAL_MS = __INTERVAL_MS__;
 const SVGNS = "http://www.w3.org/2000/svg";  // the SVG namespace's name (an identifier; nothing is fetched)
 const COLOURS = {keep: "#2ca02c", discard: "#9a9a9a", crash: "#d62728", timeout: "#ff7f0e", invalid: "#7f1d7f", baseline: "#1f77b4"};
-let lastText = null;
+let lastText = null, lastState = null;
 
 function el(tag, attrs, parent, text) {
   const node = tag.startsWith("svg:") ? document.createElementNS(SVGNS, tag.slice(4)) : document.createElement(tag);
@@ -108,7 +108,7 @@ function renderCurrent(state) {
     if (cur.step !== null) parts.push("step " + cur.step);
     if (cur.loss !== null) parts.push("loss " + fmt(cur.loss, 4));
     el("div", {id: "time-left"}, box, parts.join(" \u00b7 ") || "starting (no metrics yet)");
-    if (cur.quiet_s !== null && cur.quiet_s > 60) el("div", {class: "warn"}, box, "no output for " + secs(cur.quiet_s) + ": evaluating, or the loop was stopped");
+    el("div", {id: "quiet", class: "warn"}, box);
     const progress = cur.progress !== null ? cur.progress : (budget && cur.training_seconds !== null ? cur.training_seconds / budget : 0);
     fill.style.width = Math.max(0, Math.min(1, progress)) * 100 + "%";
   }
@@ -179,8 +179,8 @@ function drawProgress(svg, ledger, summary) {
   const stripLine = sy(sc.high + 0.035 * (sc.high - sc.low));
   el("svg:line", {x1: L, x2: W - R, y1: stripLine, y2: stripLine, stroke: "#e4e4e4"}, svg);
   let path = "", prev = null;
-  for (const r of ledger) {
-    if (r.best === null) continue;
+  for (const r of ledger) {  // a step down wherever the running best changes
+    if (r.best === null || (prev !== null && r.best === prev.best)) continue;
     const x = sx(r.number), y = sy(r.best);
     path += prev === null ? "M" + x.toFixed(1) + "," + y.toFixed(1) : "H" + x.toFixed(1) + "V" + y.toFixed(1);
     prev = r;
@@ -230,16 +230,34 @@ function renderLedger(ledger) {
   }
 }
 
+const drawn = {};  // section -> the JSON it was last drawn from: redraw only what changed
+function changed(section, value) {
+  const text = JSON.stringify(value);
+  if (drawn[section] === text) return false;
+  drawn[section] = text;
+  return true;
+}
+
 function render(state) {
-  document.getElementById("folder").textContent = state.folder + (state.reference ? " (reference-format ledger)" : "");
-  const error = document.getElementById("error");
-  error.hidden = !state.error;
-  error.textContent = state.error || "";
-  renderSummary(state);
-  renderCurrent(state);
-  drawProgress(document.getElementById("progress-chart"), state.ledger, state.summary);
-  renderLedger(state.ledger);
+  if (changed("head", [state.folder, state.reference, state.error])) {
+    document.getElementById("folder").textContent = state.folder + (state.reference ? " (reference-format ledger)" : "");
+    const error = document.getElementById("error");
+    error.hidden = !state.error;
+    error.textContent = state.error || "";
+  }
+  if (changed("summary", state.summary)) renderSummary(state);
+  if (changed("current", [state.current, state.baseline_curve, state.best_curve, state.budget_s])) renderCurrent(state);
+  if (changed("progress", [state.ledger, state.summary])) drawProgress(document.getElementById("progress-chart"), state.ledger, state.summary);
+  if (changed("ledger", state.ledger)) renderLedger(state.ledger);
   document.body.dataset.rows = String(state.ledger.length);
+}
+
+function showQuiet(state) {  // every poll: the time since the run's last output grows while the document does not change
+  const node = document.getElementById("quiet");
+  const at = state && state.current ? state.current.last_output_at : null;
+  if (!node) return;
+  const quiet = at === null || at === undefined ? 0 : Date.now() / 1000 - at;
+  node.textContent = quiet > 60 ? "no output for " + secs(quiet) + ": evaluating, or the loop was stopped" : "";
 }
 
 function setStatus(text, bad) {
@@ -253,7 +271,8 @@ async function poll() {
     const res = await fetch("/api/state", {cache: "no-cache"});
     if (!res.ok) throw new Error("HTTP " + res.status);
     const text = await res.text();
-    if (text !== lastText) { render(JSON.parse(text)); lastText = text; }
+    if (text !== lastText) { lastState = JSON.parse(text); render(lastState); lastText = text; }
+    showQuiet(lastState);
     setStatus("updated " + new Date().toLocaleTimeString() + " (every " + INTERVAL_MS / 1000 + " s)", false);
   } catch (e) {
     setStatus("cannot reach the dashboard (" + e.message + "); retrying", true);

@@ -81,8 +81,8 @@ def progress_figure(research: Research) -> Figure:
     ax.set_xlim(0, max(len(records), 1) + 1)
     _labels(ax, research.improvements())
     ax.axhline(scale.high + 0.035 * (scale.high - scale.low), color="#dddddd", linewidth=0.8)
-    ax.text(0.005, scale.strip, " no val_bpb ", transform=ax.get_yaxis_transform(), fontsize=7,
-            va="center", ha="left", color="#666666")
+    ax.text(-0.006, scale.strip, "no val_bpb", transform=ax.get_yaxis_transform(), fontsize=8,
+            va="center", ha="right", color="#666666")  # where a tick label would be
     ax.set_xlabel("run (position in results.tsv)")
     ax.set_ylabel("val_bpb (lower is better)")
     ax.grid(True, color="#eeeeee", linewidth=0.8)
@@ -206,7 +206,7 @@ def _labels(ax, improvements: list[RunRecord]) -> None:
     """
     fig = ax.figure
     char_px = LABEL_SIZE * 0.56 * fig.dpi / 72  # a typical glyph's width
-    height_px = LABEL_SIZE * 1.4 * fig.dpi / 72
+    height_px = LABEL_SIZE * 1.7 * fig.dpi / 72  # a line of text and a little air
     left_edge, right_edge = ax.transAxes.transform((0.0, 0.0))[0], ax.transAxes.transform((1.0, 0.0))[0]
     angle = math.radians(LABEL_ANGLE)
     run = math.cos(angle)

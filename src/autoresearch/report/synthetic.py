@@ -3,7 +3,8 @@
 For the report's tests, its benchmark, and for trying the report or the dashboard without
 training anything (`python -m autoresearch.report.synthetic DIR`). The numbers follow the shape
 of a real run (a baseline measured three times, slow gains that get rarer, a few crashes and
-timeouts, confirmation runs for borderline gains) but mean nothing.
+timeouts, confirmation runs for borderline gains) but mean nothing. Every outcome appears at
+least once (see FORCED), so a test on a small research still sees them all.
 """
 
 from __future__ import annotations
@@ -34,19 +35,24 @@ IDEAS = (
 )
 
 
+FORCED = {1: 0.0, 2: 0.06, 3: 0.075}  # experiments 2, 3 and 4 are a crash, a timeout and an invalid proposal
+
+
 @dataclass(frozen=True)
 class Shape:
     experiments: int = 40
     steps: int = 300  # metrics records per run
     budget: float = 300.0
     baseline: float = 1.0
-    sigma: float = 0.002
+    sigma: float = 0.0008
+    reachable: float = 0.04  # the share of the baseline's val_bpb that changes can win back, at most
     seed: int = 0
 
 
 def make_research(folder: Path, shape: Shape = Shape(), reference: bool = False) -> Path:
     """Write results.tsv (+ runs/<id>/ unless `reference`) into `folder`; returns the ledger's path."""
-    rng = random.Random(shape.seed)
+    rng = random.Random(shape.seed)  # the ledger's numbers
+    noise = random.Random(shape.seed + 1)  # the run folders': the ledger is the same whatever their size
     folder.mkdir(parents=True, exist_ok=True)
     ledger = Ledger.open(folder / LEDGER_FILE)
     clock = datetime(2025, 1, 6, 21, 0, tzinfo=timezone.utc)
@@ -66,7 +72,7 @@ def make_research(folder: Path, shape: Shape = Shape(), reference: bool = False)
                   training_seconds=shape.budget if value is not None else None, wall_seconds=shape.budget + 25,
                   noise=shape.sigma, rule=rule)
         if not reference:
-            _run_folder(folder / "runs" / run_id, row, shape, rng, diff)
+            _run_folder(folder / "runs" / run_id, row, shape, noise, diff)
         return row
 
     for _ in range(3):
@@ -76,7 +82,7 @@ def make_research(folder: Path, shape: Shape = Shape(), reference: bool = False)
         description = f"{idea} ({name} = {value_text})"
         commit = _sha(rng)
         diff = _diff(name, value_text, rng)
-        luck = rng.random()
+        luck = FORCED.get(i, rng.random())
         if luck < 0.05:
             rows.append(run(commit, None, "crash", "experiment", description, best_commit, diff=diff,
                             rule="train.py exited with code 1"))
@@ -90,18 +96,22 @@ def make_research(folder: Path, shape: Shape = Shape(), reference: bool = False)
                             kind="experiment", timestamp=clock.isoformat(timespec="seconds"), parent=best_commit,
                             proposer="search", rule="changed files other than train.py: prepare.py (reverted)"))
             continue
-        drift = 0.004 * math.exp(-i / max(1, shape.experiments / 3))  # easy gains first
-        value = best - drift + rng.gauss(0.001, 0.006)
-        gain = best - value
-        status = "keep" if gain > 2 * shape.sigma * math.sqrt(2) else "discard"
-        rows.append(run(commit, value, status, "experiment", description, best_commit, gain, diff,
-                        rule=f"gain {gain:.4f}"))
-        if shape.sigma * math.sqrt(2) < gain <= 2 * shape.sigma * math.sqrt(2) and rng.random() < 0.5:
-            again = value + rng.gauss(0, shape.sigma)
-            rows.append(run(commit, again, "discard", "confirm", f"{description} (confirmation run)", best_commit,
-                            best - again, rule="borderline gain: confirming"))
+        headroom = max(0.0, best - shape.baseline * (1 - shape.reachable))  # gains get rarer near what is reachable
+        value = best - headroom * rng.uniform(-0.15, 0.3) + rng.gauss(0, shape.sigma)
+        se = shape.sigma * math.sqrt(2)  # one run against one (decide.py's rule, with keep_z 2 and confirm_z 1)
+        values = [value]
+        if se <= best - value < 2 * se:  # borderline: one confirmation run, the mean decides
+            values.append(value + rng.gauss(0, shape.sigma))
+            se = shape.sigma * math.sqrt(1 / 2 + 1)
+        mean = sum(values) / len(values)
+        status = "keep" if best - mean >= 2 * se else "discard"
+        rule = f"gain {best - mean:.4f} against 2 x se {se:.4f} ({len(values)} run{'s' if len(values) > 1 else ''})"
+        for k, v in enumerate(values):
+            rows.append(run(commit, v, status, "experiment" if k == 0 else "confirm",
+                            description if k == 0 else f"{description} (confirmation run)", best_commit,
+                            best - v, diff if k == 0 else "", rule=rule))
         if status == "keep":
-            best_commit, best = commit, value
+            best_commit, best = commit, mean
     ledger.append(*rows)
     if reference:
         lines = ["\t".join(REFERENCE_COLUMNS)]
