@@ -17,6 +17,8 @@ from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
 
+import numpy as np
+
 from autoresearch import atomic
 from autoresearch.report import model
 from autoresearch.report.model import Curve, Research, RunRecord
@@ -216,13 +218,10 @@ def loss_chart(curve: Curve, baseline: Curve | None, colour: str) -> str:
         y_max = y_min + 1.0
     w, h, p = CHART_W, CHART_H, CHART_PAD
 
-    def points(c: Curve) -> str:
-        out = []
-        for x, y in zip(c.x, c.loss):
-            px = p + (w - p - 8) * x / x_max
-            py = 8 + (h - p - 8) * (1 - (min(y, y_max) - y_min) / (y_max - y_min))
-            out.append(f"{px:.0f},{py:.0f}")
-        return " ".join(out)
+    def points(c: Curve) -> str:  # whole pixels: plenty for a 560-pixel chart, and a third of the bytes
+        px = np.rint(p + (w - p - 8) * np.asarray(c.x) / x_max).astype(int).tolist()
+        py = np.rint(8 + (h - p - 8) * (1 - (np.minimum(c.loss, y_max) - y_min) / (y_max - y_min))).astype(int).tolist()
+        return " ".join(map("{},{}".format, px, py))
 
     lines = []
     if baseline is not None:
