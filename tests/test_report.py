@@ -397,3 +397,16 @@ def test_dashboard_before_the_first_row_and_on_a_corrupt_ledger(tmp_path: Path) 
 def test_dashboard_port_in_use_is_a_clear_error(served, research: Path) -> None:
     with pytest.raises(ReportError, match="--port"):
         dashboard.start(research, port=served.server_address[1])
+
+
+def test_non_finite_numbers_in_the_ledger_read_as_missing(tmp_path: Path) -> None:
+    (tmp_path / "results.tsv").write_text(
+        "commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
+        "abc1234\t1.000000\t44.0\tkeep\tbaseline\n"
+        "abc1235\tnan\t44.0\tdiscard\tdiverged\n"
+        "abc1236\tinf\tinf\tdiscard\tdiverged too\n"
+        "abc1237\t0.990000\t44.0\tkeep\tbetter\n")
+    research = build(tmp_path).research
+    assert [r.row.val_bpb for r in research.records] == [1.0, None, None, 0.99]
+    assert research.summary.best == 0.99
+    json.dumps(dashboard.state(tmp_path), allow_nan=False)

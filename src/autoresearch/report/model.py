@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -169,7 +169,14 @@ def read_ledger(path: Path) -> tuple[list[Row], bool]:
         rows = read_rows(text)
     except ValueError:
         raise _locate_bad_value(path, numbered) from None
-    return rows, "kind" not in header
+    return [_finite(r) for r in rows], "kind" not in header
+
+
+def _finite(row: Row) -> Row:
+    """The row with any nan/inf number (a diverged run's, say) read as no number."""
+    bad = {f.name: None for f in fields(row)
+           if isinstance(getattr(row, f.name), float) and not math.isfinite(getattr(row, f.name))}
+    return replace(row, **bad) if bad else row
 
 
 def _locate_bad_value(path: Path, numbered: list[tuple[int, str]]) -> ReportError:
