@@ -140,7 +140,8 @@ def headline(s: Summary, settings: Settings | None = None) -> list[tuple[str, st
     if s.keep_rate is not None:
         lines.append(("keep rate", f"{100 * s.keep_rate:.1f}% ({s.kept} of {s.experiments})"))
     if s.per_hour:
-        lines.append(("pace", f"{s.per_hour:.1f} experiments/hour over {s.hours:.1f} h"))
+        span = f"{s.hours:.1f} h" if s.hours >= 1 else f"{60 * s.hours:.0f} min"
+        lines.append(("pace", f"{s.per_hour:.1f} experiments/hour over {span}"))
     lines.append(("cost", f"${s.cost_usd:.2f}" if s.cost_usd is not None else "none recorded (offline proposer)"))
     if settings is not None:
         lines.append(("rule", rule_text(settings, s.sigma)))

@@ -237,7 +237,7 @@ def loss_chart(curve: Curve, baseline: Curve | None, colour: str) -> str:
         + "".join(lines)
         + f"<text x=\"{p - 4}\" y=\"14\" font-size=\"10\" text-anchor=\"end\">{y_max:.2f}</text>"
         f"<text x=\"{p - 4}\" y=\"{h - p}\" font-size=\"10\" text-anchor=\"end\">{y_min:.2f}</text>"
-        f"<text x=\"{w - 8}\" y=\"{h - p + 14}\" font-size=\"10\" text-anchor=\"end\">{x_max:g}</text>"
+        f"<text x=\"{w - 8}\" y=\"{h - p + 14}\" font-size=\"10\" text-anchor=\"end\">{x_max:.4g}</text>"
         f"<text x=\"{p}\" y=\"{h - p + 14}\" font-size=\"10\">0</text>"
         f"<text x=\"{(w + p) / 2:.0f}\" y=\"{h - 6}\" font-size=\"10\" text-anchor=\"middle\">"
         f"{escape(curve.x_label)} &middot; training loss, this run (solid) vs baseline (dashed) &middot; {final}</text>"

@@ -153,7 +153,9 @@ function progressScale(ledger, summary) {
   if (!values.length) { low = 0; high = 1; }
   else if (summary && summary.baseline !== null && summary.best !== null) {
     const span = Math.max(summary.baseline - summary.best, 3 * summary.sigma, 1e-3 * Math.abs(summary.baseline), 1e-6);
-    high = Math.max(Math.min(Math.max(...values), summary.baseline + 0.8 * span), summary.baseline + 0.3 * span);
+    const sorted = values.slice().sort((a, b) => a - b);
+    const typical = sorted[Math.floor(0.75 * (sorted.length - 1))];  // keep three in four runs in view, as progress.png does
+    high = Math.max(Math.min(sorted[sorted.length - 1], Math.max(summary.baseline + 0.8 * span, typical)), summary.baseline + 0.3 * span);
     low = Math.min(summary.best - 0.15 * span, Math.max(Math.min(...values), summary.best - span));
   } else { low = Math.min(...values); high = Math.max(...values); }
   if (!(high - low > 1e-9)) { low -= 0.5; high += 0.5; }

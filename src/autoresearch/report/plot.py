@@ -6,8 +6,9 @@ timeouts and invalid runs, which have no val_bpb, sit on a strip above the plot;
 (baseline mean +- one sigma of the repeated runs) shows which differences mean nothing.
 
 The y axis is zoomed on the range that matters (from just below the best to a little above the
-baseline); runs far worse than that are drawn at the top edge as upward triangles rather than
-squashing every gain into a flat line.
+baseline, or higher if that is needed to show three in four runs, as early in a research when
+most changes are much worse); runs worse than that are drawn at the top edge as upward
+triangles rather than squashing every gain into a flat line.
 
 matplotlib is used through its object API with the Agg canvas, never pyplot: no global figure
 state, safe in threads (the dashboard) and without a display.
@@ -16,6 +17,7 @@ state, safe in threads (the dashboard) and without a display.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +57,8 @@ def scale_for(research: Research) -> Scale:
         low, high = (min(values), max(values)) if values else (0.0, 1.0)
     else:
         span = max(s.baseline - s.best, 3 * s.sigma, 1e-3 * abs(s.baseline), 1e-6)
-        high = min(max(values), s.baseline + 0.8 * span)
+        typical = statistics.quantiles(values, n=4)[2] if len(values) > 1 else values[0]  # 3 in 4 runs in view
+        high = min(max(values), max(s.baseline + 0.8 * span, typical))
         high = max(high, s.baseline + 0.3 * span)
         top = high + 0.12 * (high - s.best)
         low = s.best - LABEL_ROOM / (1 - LABEL_ROOM) * (top - s.best)  # room below the best for its label
