@@ -156,7 +156,7 @@ function progressScale(ledger, summary) {
     const sorted = values.slice().sort((a, b) => a - b);
     const typical = sorted[Math.floor(0.75 * (sorted.length - 1))];  // keep three in four runs in view, as progress.png does
     high = Math.max(Math.min(sorted[sorted.length - 1], Math.max(summary.baseline + 0.8 * span, typical)), summary.baseline + 0.3 * span);
-    low = Math.min(summary.best - 0.15 * span, Math.max(Math.min(...values), summary.best - span));
+    low = Math.min(summary.best - 0.12 * (high - summary.best), Math.max(sorted[0], summary.best - span));
   } else { low = Math.min(...values); high = Math.max(...values); }
   if (!(high - low > 1e-9)) { low -= 0.5; high += 0.5; }
   return {low, high, top: high + 0.12 * (high - low), strip: high + 0.07 * (high - low)};
@@ -197,6 +197,9 @@ function drawProgress(svg, ledger, summary) {
     if (failed || r.status === "timeout") {
       const x = sx(r.number), s = 4;
       mark = el("svg:path", {d: `M${x - s},${y - s}L${x + s},${y + s}M${x - s},${y + s}L${x + s},${y - s}`, stroke: colour, "stroke-width": 2, class: "point " + r.status}, svg);
+    } else if (r.val_bpb > sc.high) {  // worse than the range shown: a triangle on the top edge
+      const x = sx(r.number), s = 4;
+      mark = el("svg:path", {d: `M${x - s},${y + s}L${x + s},${y + s}L${x},${y - s}Z`, fill: colour, class: "point off-scale " + r.status}, svg);
     } else {
       mark = el("svg:circle", {cx: sx(r.number), cy: y, r: r.improved ? 5.5 : 3.5, fill: colour, stroke: r.improved ? "#000" : "none",
                                opacity: r.improved || r.kind === "baseline" ? 1 : 0.7, class: "point " + r.status}, svg);
