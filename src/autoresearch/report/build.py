@@ -25,7 +25,8 @@ def build(folder: Path, out_dir: Path | None = None) -> Built:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ReportError(f"cannot write the report into {out} ({e.strerror}): choose another folder with --out") from None
+        raise ReportError(
+            f"cannot write the report into {out} ({e.strerror}): choose another folder with --out") from None
     progress = plot.write_progress(research, out)
     report = html.write_report(research, out, progress.read_bytes())
     return Built(progress, report, research)

@@ -191,7 +191,8 @@ class Handler(BaseHTTPRequestHandler):
         parts = path.split("/")  # "", "runs", run_id, name
         runs = (self.server.site.folder / RUNS_DIR).resolve()
         if (len(parts) != 4 or not RUN_ID.match(parts[2]) or parts[3] not in SERVED_FILES):
-            self._send_text(HTTPStatus.NOT_FOUND, f"not found: /runs/ID/FILE serves {', '.join(sorted(SERVED_FILES))}\n")
+            served = ", ".join(sorted(SERVED_FILES))
+            self._send_text(HTTPStatus.NOT_FOUND, f"not found: /runs/ID/FILE serves {served}\n")
             return
         target = (runs / parts[2] / parts[3]).resolve()
         if not target.is_relative_to(runs) or not target.is_file():
@@ -226,7 +227,8 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-def start(folder: Path, port: int = DEFAULT_PORT, interval_s: float = DEFAULT_INTERVAL) -> tuple[DashboardServer, threading.Thread]:
+def start(folder: Path, port: int = DEFAULT_PORT,
+          interval_s: float = DEFAULT_INTERVAL) -> tuple[DashboardServer, threading.Thread]:
     """Serve in a background thread (tests, embedding); stop with server.shutdown(); server.server_close()."""
     server = DashboardServer(Site(Path(folder).resolve(), interval_s), port)
     thread = threading.Thread(target=server.serve_forever, name="autoresearch-dashboard", daemon=True)

@@ -72,7 +72,8 @@ def scale_for(research: Research) -> Scale:
 def progress_figure(research: Research) -> Figure:
     fig = Figure(figsize=SIZE_INCHES, dpi=DPI)
     FigureCanvasAgg(fig)
-    fig.subplots_adjust(left=0.06, right=0.985, top=0.93, bottom=0.08)  # fixed: label placement needs the final axes box
+    # fixed margins, not a layout engine: placing the labels needs the final axes box
+    fig.subplots_adjust(left=0.06, right=0.985, top=0.93, bottom=0.08)
     ax = fig.add_subplot()
     s = research.summary
     scale = scale_for(research)
