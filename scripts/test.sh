@@ -4,4 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS=test,llm scripts/setup.sh
+# The dashboard's browser test drives headless Chromium (Debian packages chromium, chromium-driver).
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; fi
+  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver; } \
+    >/dev/null 2>&1 || echo "could not install chromium: the browser tests will be skipped" >&2
+fi
 exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" "$@"

@@ -20,6 +20,7 @@ Start here:
   cd my-research && autoresearch prepare   # data + tokenizer (offline default: Python's stdlib)
   autoresearch loop --max-experiments 20   # baseline, then experiments by the built-in search
   autoresearch status                      # best result, noise, recent experiments
+  autoresearch report                      # progress.png and report.html
 """
 
 
@@ -69,7 +70,63 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="best result, noise, the keep rule and the last experiments")
     p.add_argument("--last", type=int, default=12, help="how many recent runs to list")
+    _add_report_parsers(sub)
     return parser
+
+
+# --- report and dashboard (seeing the research) ------------------------------------------------
+
+
+def _add_report_parsers(sub) -> None:
+    from autoresearch.report.dashboard import DEFAULT_INTERVAL, DEFAULT_PORT
+
+    folder_help = ("folder holding results.tsv (and runs/): a workspace, or any folder with a reference-format "
+                   "results.tsv; default: the workspace around the current folder, else the current folder")
+    p = sub.add_parser("report", help="write progress.png and a self-contained report.html",
+                       description="Plot every run (progress.png) and write report.html: the summary, the kept "
+                       "changes with their gains, and each run's diff and loss curve against the baseline's. "
+                       "Works from results.tsv and the run folders alone, also on a plain reference results.tsv.")
+    p.add_argument("folder", nargs="?", type=Path, help=folder_help)
+    p.add_argument("--out", type=Path, metavar="DIR", help="where to write the files (default: the folder itself)")
+    p = sub.add_parser("dashboard", help="a live, read-only web page of the research (on 127.0.0.1)",
+                       description="Serve a local web page that follows the research while the loop runs: the run "
+                       "under way (loss curve, time left), the ledger, the best so far. Listens on 127.0.0.1 only "
+                       "and changes nothing. Ctrl-C stops it.")
+    p.add_argument("folder", nargs="?", type=Path, help=folder_help)
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (default {DEFAULT_PORT}; 0: any free one)")
+    p.add_argument("--interval", type=float, default=DEFAULT_INTERVAL, metavar="SECONDS",
+                   help=f"how often the page refreshes (default {DEFAULT_INTERVAL:g})")
+
+
+def _results_folder(path: Path | None) -> Path:
+    """The folder named, else the workspace around the current folder, else the current folder."""
+    from autoresearch import workspace
+    from autoresearch.errors import ReportError, WorkspaceError
+
+    if path is not None:
+        if not path.is_dir():
+            raise ReportError(f"{path} is not a folder: name the folder that holds results.tsv")
+        return path
+    try:
+        return workspace.find().root
+    except WorkspaceError:
+        return Path.cwd()
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from autoresearch.report.build import build
+
+    built = build(_results_folder(args.folder), args.out)
+    print(f"wrote {built.progress}")
+    print(f"wrote {built.report}")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from autoresearch.report.dashboard import serve
+
+    serve(_results_folder(args.folder), port=args.port, interval_s=args.interval)
+    return 0
 
 
 def _parse_overrides(items: list[str]) -> dict[str, str]:
@@ -152,6 +209,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"init": cmd_init, "prepare": cmd_prepare, "run": cmd_run, "loop": cmd_loop, "status": cmd_status}
+COMMANDS.update(report=cmd_report, dashboard=cmd_dashboard)
 
 
 def main(argv: list[str] | None = None) -> int:

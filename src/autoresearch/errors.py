@@ -29,3 +29,7 @@ class HandoverError(AutoresearchError):
 
 class ProposerError(AutoresearchError):
     """A proposer could not produce a usable change."""
+
+
+class ReportError(AutoresearchError):
+    """A results folder the report or the dashboard cannot read (missing or corrupt results.tsv)."""

@@ -1,10 +1,15 @@
-"""The research at a glance: computed from the ledger alone, shown by `autoresearch status`."""
+"""The research at a glance: computed from the ledger alone, shown by `autoresearch status`.
+
+`summarize` is the one place where the headline numbers (baseline, best, gain, keep rate,
+experiments per hour, cost) and the running best are computed; the terminal status, the HTML
+report and the dashboard all show this same `Summary`, so they can never disagree.
+"""
 
 from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from autoresearch.decide import pooled_sigma
 from autoresearch.ledger import Row
@@ -24,44 +29,93 @@ class Summary:
     counts: dict[str, int]
     hours: float
     runs: int
+    cost_usd: float | None = None  # what the proposals cost (LLM proposers); None when none recorded one
+    frontier: tuple[float | None, ...] = ()  # the running best after each ledger row (None before any)
 
     @property
     def gain(self) -> float | None:
         return None if self.baseline is None or self.best is None else self.baseline - self.best
 
     @property
+    def gain_percent(self) -> float | None:
+        return None if self.gain is None or not self.baseline else 100 * self.gain / self.baseline
+
+    @property
     def per_hour(self) -> float | None:
         return self.experiments / self.hours if self.hours > 0 else None
 
+    @property
+    def keep_rate(self) -> float | None:
+        return self.kept / self.experiments if self.experiments else None
 
-def summarize(rows: list[Row], min_noise: float = 0.0) -> Summary:
-    base = [r.val_bpb for r in rows if r.kind == "baseline" and r.val_bpb is not None]
-    experiments = [r for r in rows if r.kind == "experiment"]
-    kept = [r for r in experiments if r.status == "keep"]
-    best_row = None
-    best_value = statistics.fmean(base) if base else None
+
+def commit_means(rows: list[Row]) -> dict[str, list[float]]:
+    """val_bpb of every measured run (keep/discard), grouped by commit: the repeats noise is pooled over."""
     by_commit: dict[str, list[float]] = {}
     for r in rows:
         if r.val_bpb is not None and r.status in ("keep", "discard"):
             by_commit.setdefault(r.commit, []).append(r.val_bpb)
-    for r in kept:
-        value = statistics.fmean(by_commit.get(r.commit, [r.val_bpb or float("inf")]))
-        if best_value is None or value < best_value:
-            best_row, best_value = r, value
-    if not base:  # a reference ledger: no baseline rows; its first row is the baseline
+    return by_commit
+
+
+def _baseline_values(rows: list[Row]) -> list[float]:
+    base = [r.val_bpb for r in rows if r.kind == "baseline" and r.val_bpb is not None]
+    if not base:  # a reference ledger: no baseline rows; its first measured row is the baseline
         first = next((r for r in rows if r.val_bpb is not None), None)
         base = [first.val_bpb] if first else []
+    return base
+
+
+def _frontier(rows: list[Row], baseline: float | None, by_commit: dict[str, list[float]]) -> list[float | None]:
+    """The best known val_bpb after each row: the baseline mean, then each kept commit's mean."""
+    best: float | None = None
+    out: list[float | None] = []
+    has_baseline_rows = any(r.kind == "baseline" for r in rows)
+    for i, r in enumerate(rows):
+        value = None
+        if r.val_bpb is not None and (r.kind == "baseline" or (not has_baseline_rows and best is None)):
+            value = baseline
+        elif r.kind == "experiment" and r.status == "keep" and r.val_bpb is not None:
+            value = statistics.fmean(by_commit.get(r.commit, [r.val_bpb]))
+        if value is not None and (best is None or value < best):
+            best = value
+        out.append(best)
+    return out
+
+
+def _hours(rows: list[Row]) -> float:
+    """Wall time the ledger spans: from the start of the first run (its end minus its duration) to the last end."""
+    ends = [(datetime.fromisoformat(r.timestamp), r.wall_seconds or 0.0) for r in rows if r.timestamp]
+    if not ends:
+        return 0.0
+    start = min(end - timedelta(seconds=wall) for end, wall in ends)
+    return max(0.0, (max(end for end, _ in ends) - start).total_seconds() / 3600)
+
+
+def summarize(rows: list[Row], min_noise: float = 0.0) -> Summary:
+    by_commit = commit_means(rows)
+    base = _baseline_values(rows)
+    baseline = statistics.fmean(base) if base else None
+    frontier = _frontier(rows, baseline, by_commit)
+    experiments = [r for r in rows if r.kind == "experiment"]
+    kept = [r for r in experiments if r.status == "keep"]
+    best_row = None
+    for i, r in enumerate(rows):  # the kept experiment that last lowered the running best
+        lowered = frontier[i] is not None and (i == 0 or frontier[i - 1] is None or frontier[i] < frontier[i - 1])
+        if lowered and r.kind == "experiment" and r.status == "keep":
+            best_row = r
     counts: dict[str, int] = {}
     for r in experiments:
         counts[r.status] = counts.get(r.status, 0) + 1
-    stamps = [datetime.fromisoformat(r.timestamp) for r in rows if r.timestamp]
-    hours = (max(stamps) - min(stamps)).total_seconds() / 3600 if len(stamps) > 1 else 0.0
+    costs = [r.cost_usd for r in rows if r.cost_usd is not None]
     return Summary(
-        baseline=statistics.fmean(base) if base else None, baseline_runs=len(base),
-        best=best_value, best_commit=best_row.commit if best_row else (rows[0].commit if rows else ""),
+        baseline=baseline, baseline_runs=len(base),
+        best=frontier[-1] if frontier else None,
+        best_commit=best_row.commit if best_row else (rows[0].commit if rows else ""),
         best_description=best_row.description if best_row else "baseline",
         sigma=pooled_sigma(list(by_commit.values()), min_noise), experiments=len(experiments),
-        kept=len(kept), counts=counts, hours=hours, runs=len(rows),
+        kept=len(kept), counts=counts, hours=_hours(rows), runs=len(rows),
+        cost_usd=sum(costs) if costs else None, frontier=tuple(frontier),
     )
 
 
@@ -73,33 +127,48 @@ def rule_text(settings: Settings, sigma: float) -> str:
             f"{settings.confirm_runs} confirmation runs, whose mean decides")
 
 
+def headline(s: Summary, settings: Settings | None = None) -> list[tuple[str, str]]:
+    """The summary as (label, text) lines: the same words in the terminal, the report and the dashboard."""
+    lines = [("baseline", f"{s.baseline:.6f} ({s.baseline_runs} run{'s' if s.baseline_runs != 1 else ''})"
+              if s.baseline is not None else "-")]
+    lines.append(("best", f"{s.best:.6f}  {s.best_commit}  {s.best_description}" if s.best is not None else "-"))
+    if s.gain is not None:
+        lines.append(("gain", f"{s.gain:+.6f} bpb ({s.gain_percent:+.2f}%)"))
+    lines.append(("noise", f"sigma {s.sigma:.6f} (pooled over repeated runs)"))
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(s.counts.items()))
+    lines.append(("experiments", f"{s.experiments} ({counts or 'none yet'})"))
+    if s.keep_rate is not None:
+        lines.append(("keep rate", f"{100 * s.keep_rate:.1f}% ({s.kept} of {s.experiments})"))
+    if s.per_hour:
+        span = f"{s.hours:.1f} h" if s.hours >= 1 else f"{60 * s.hours:.0f} min"
+        lines.append(("pace", f"{s.per_hour:.1f} experiments/hour over {span}"))
+    lines.append(("cost", f"${s.cost_usd:.2f}" if s.cost_usd is not None else "none recorded (offline proposer)"))
+    if settings is not None:
+        lines.append(("rule", rule_text(settings, s.sigma)))
+    return lines
+
+
 def render(rows: list[Row], settings: Settings | None, last: int = 12) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    s = summarize(rows, settings.min_noise if settings else 0.0)
     if not rows:
         console.print("no runs yet: start with `autoresearch loop` (or `autoresearch run`)")
         return
+    s = summarize(rows, settings.min_noise if settings else 0.0)
     head = Table.grid(padding=(0, 2))
-    head.add_row("baseline", f"{s.baseline:.6f} ({s.baseline_runs} runs)" if s.baseline is not None else "-")
-    head.add_row("best", f"{s.best:.6f}  {s.best_commit}  {s.best_description}" if s.best is not None else "-")
-    if s.gain is not None:
-        head.add_row("gain", f"{s.gain:+.6f} bpb ({100 * s.gain / s.baseline:+.2f}%)")
-    head.add_row("noise", f"sigma {s.sigma:.6f} (pooled over repeated runs)")
-    counts = ", ".join(f"{k} {v}" for k, v in sorted(s.counts.items()))
-    rate = f", {s.per_hour:.1f}/hour" if s.per_hour else ""
-    head.add_row("experiments", f"{s.experiments} ({counts or 'none yet'}){rate}")
-    if settings is not None:
-        head.add_row("rule", rule_text(settings, s.sigma))
+    for label, text in headline(s, settings):
+        head.add_row(label, text)
     console.print(head)
     table = Table(title=f"last {min(last, len(rows))} runs", title_justify="left")
     for col in ("run", "commit", "val_bpb", "gain", "status", "description", "rule"):
         table.add_column(col, overflow="fold")
-    colours = {"keep": "green", "discard": "yellow", "crash": "red", "timeout": "magenta", "invalid": "red"}
     for r in rows[-last:]:
         table.add_row(r.run_id, r.short, f"{r.val_bpb:.6f}" if r.val_bpb is not None else "-",
                       f"{r.gain:+.4f}" if r.gain is not None else "",
-                      f"[{colours.get(r.status, 'white')}]{r.status}[/]", r.description, r.rule)
+                      f"[{STATUS_COLOURS.get(r.status, 'white')}]{r.status}[/]", r.description, r.rule)
     console.print(table)
+
+
+STATUS_COLOURS = {"keep": "green", "discard": "yellow", "crash": "red", "timeout": "magenta", "invalid": "red"}

@@ -1,0 +1,32 @@
+"""`autoresearch report`: progress.png and report.html from a results folder, in one call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from autoresearch.errors import ReportError
+from autoresearch.report import html, model, plot
+
+
+@dataclass(frozen=True)
+class Built:
+    progress: Path
+    report: Path
+    research: model.Research
+
+
+def build(folder: Path, out_dir: Path | None = None) -> Built:
+    """Read `folder` (results.tsv, runs/) and write progress.png and report.html into `out_dir` (default: `folder`)."""
+    research = model.load(folder)
+    if not research.records:
+        raise ReportError(f"{research.ledger_path} has no runs yet: run `autoresearch loop` first")
+    out = Path(out_dir) if out_dir is not None else research.folder
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ReportError(
+            f"cannot write the report into {out} ({e.strerror}): choose another folder with --out") from None
+    progress = plot.write_progress(research, out)
+    report = html.write_report(research, out, progress.read_bytes())
+    return Built(progress, report, research)
