@@ -325,3 +325,24 @@ def test_status_counts_simplifications_and_stands_on_the_last_kept_commit():
     assert summary.best_commit == "simp000" and summary.best == pytest.approx(0.951)
     assert (summary.kept, summary.simplifications) == (2, 1)
     assert (summary.complexity, summary.baseline_complexity) == (2900, 3000)
+
+
+# --- the device's memory, the default hard limit ----------------------------------------------------
+
+def test_the_default_memory_limit_is_the_devices_total(tmp_path, monkeypatch):
+    from autoresearch import devices
+
+    monkeypatch.delenv("AUTORESEARCH_DEVICE", raising=False)
+    monkeypatch.setattr(devices, "best_device", lambda: "cpu")
+    assert devices.total_memory_gb() > 0.5  # the machine's RAM
+    # CUDA is asked through nvidia-smi (the coordinator holds no CUDA context), for the visible GPU
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text('#!/bin/sh\necho "$@" > "$(dirname "$0")/args"\necho 81559\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    monkeypatch.setattr(devices, "best_device", lambda: "cuda")
+    assert devices.total_memory_gb() == pytest.approx(81559 / 1024)
+    assert "-i 3" in (tmp_path / "args").read_text()
+    fake.unlink()
+    assert devices.total_memory_gb() is None  # unknown: no limit is checked
