@@ -54,3 +54,30 @@ def tune_allocator() -> None:
         libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD
     except (OSError, AttributeError):
         pass
+
+
+def total_memory_gb() -> float | None:
+    """Memory of the accelerator runs train on (GiB): the GPU's, else the machine's RAM; None if unknown.
+
+    CUDA is asked through nvidia-smi, not torch: the coordinator must not hold a CUDA context
+    (it would take GPU memory from the runs)."""
+    import psutil
+
+    device = best_device()
+    if device == "cuda":
+        return _nvidia_total_gb()
+    if device == "mps" and hasattr(torch.mps, "recommended_max_memory"):
+        return torch.mps.recommended_max_memory() / 1024**3
+    return psutil.virtual_memory().total / 1024**3
+
+
+def _nvidia_total_gb() -> float | None:
+    import subprocess
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip() or "0"
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits", "-i", visible],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+        return float(out.split()[0]) / 1024  # MiB
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None

@@ -5,7 +5,10 @@
 The first five columns keep the reference's names and formats (7-character commit, val_bpb with
 6 decimals or 0.000000 when there is none, memory in GB with 1 decimal, status, free text), so
 tools written for the reference read it unchanged; the extra columns follow (EXTRA_COLUMNS).
-Statuses: keep, discard, crash (the reference's), timeout, invalid.
+Statuses: keep, discard, crash (the reference's), timeout, invalid. A kept simplification is a
+`keep` whose `rule` is `simplification` (its `complexity_delta` is negative). The decision's reasons
+are in the extra columns: gain, noise, complexity, complexity_delta, memory_delta, threshold, rule,
+reason (docs/decisions.md).
 
 Appends rewrite the whole file through a temporary file and a rename, so a kill at any moment
 leaves either the old ledger or the new one. Tab-separated with a header: `pandas.read_csv(path,
@@ -48,7 +51,12 @@ class Row:
     mfu_percent: float | None = None
     gain: float | None = None  # best mean before this run minus this val_bpb (positive = better)
     noise: float | None = None  # the run-to-run sigma the decision used
-    rule: str = ""  # which rule decided, in words
+    complexity: int | None = None  # syntax-tree nodes of this commit's train.py (complexity.py)
+    complexity_delta: int | None = None  # nodes added to train.py by the change (negative: removed)
+    memory_delta: float | None = None  # peak memory (GB), the candidate's mean minus the best's
+    threshold: float | None = None  # the gain the deciding branch of the rule needed to keep
+    rule: str = ""  # the rule that decided (decide.RULES: gain, simplification, noise, ...) or the outcome
+    reason: str = ""  # why, in words with the numbers
     flags: str = ""  # things the runner noticed (e.g. printed val_bpb differs)
     cost_usd: float | None = None  # what the proposal cost (LLM proposers), on its first row
     fingerprint: str = ""  # settings + data + tokenizer + harness code
@@ -60,6 +68,11 @@ class Row:
     def short(self) -> str:
         return self.commit
 
+    @property
+    def why(self) -> str:
+        """The decision in one line: `rule: reason`."""
+        return f"{self.rule}: {self.reason}" if self.reason else self.rule
+
 
 EXTRA_COLUMNS = tuple(f.name for f in fields(Row))[len(REFERENCE_COLUMNS):]
 COLUMNS = REFERENCE_COLUMNS + EXTRA_COLUMNS
@@ -70,8 +83,10 @@ def _fmt(name: str, value) -> str:
         return "0.000000" if name == "val_bpb" else ("0.0" if name == "memory_gb" else "")
     if name == "commit":
         return str(value)[:7]
-    if name in ("val_bpb", "heldout_bpb", "gain", "noise", "cost_usd"):
+    if name in ("val_bpb", "heldout_bpb", "gain", "noise", "threshold", "cost_usd"):
         return f"{value:.6f}"
+    if name == "memory_delta":
+        return f"{value:.3f}" if round(value, 3) != 0 else "0.000"  # never "-0.000"
     if name == "memory_gb":
         return f"{value:.1f}"
     if isinstance(value, float):

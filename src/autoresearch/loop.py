@@ -19,11 +19,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date
+from functools import cached_property
 from pathlib import Path
 
-from autoresearch import atomic, devices, guard, processes
+from autoresearch import atomic, complexity, devices, guard, processes
 from autoresearch.data.prepare import PreparedData, open_prepared
-from autoresearch.decide import Decision, decide, pooled_sigma
+from autoresearch.decide import Decision, Runs, decide, pooled_sigma
 from autoresearch.errors import ProposerError, SettingsError, WorkspaceError
 from autoresearch.ledger import Ledger, Row
 from autoresearch.proposers.base import Context, Proposal, Proposer, save_proposal
@@ -116,10 +117,34 @@ class Researcher:
         return [r for r in self.ledger.rows
                 if r.fingerprint == self.fingerprint and r.val_bpb is not None and r.status in ("keep", "discard")]
 
+    def _kept_rows(self, commit: str | None = None) -> list[Row]:
+        short = (commit or self.ws.git.head())[:7]
+        return [r for r in self._measured() if r.short == short and r.status == "keep"]
+
     def best_runs(self, commit: str | None = None) -> list[float]:
         """val_bpb of the runs of `commit` (default HEAD, the best) under the current fingerprint."""
-        short = (commit or self.ws.git.head())[:7]
-        return [r.val_bpb for r in self._measured() if r.short == short and r.status == "keep"]
+        return [r.val_bpb for r in self._kept_rows(commit)]
+
+    def complexity_of(self, commit: str) -> int | None:
+        """Syntax-tree nodes of train.py at `commit` (complexity.py)."""
+        return complexity.measure(self.ws.git.show(commit, TRAIN_FILE).decode("utf-8", errors="replace"))
+
+    def commit_runs(self, commit: str | None = None) -> Runs:
+        """What the keep rule knows of a measured commit (default HEAD): its runs, complexity, peak memory."""
+        commit = commit or self.ws.git.head()
+        rows = self._kept_rows(commit)
+        memory = [m for m in (self._memory_gb(r) for r in rows) if m]
+        return Runs([r.val_bpb for r in rows], self.complexity_of(commit), memory)
+
+    def _memory_gb(self, row: Row) -> float | None:
+        """A run's peak memory at full precision (its run record), else the ledger's 0.1 GB."""
+        result = RunResult.load(self.ws.runs_dir / row.run_id) if row.run_id else None
+        return result.memory_gb if result is not None and result.memory_gb is not None else row.memory_gb
+
+    @cached_property
+    def memory_limit_gb(self) -> float | None:
+        """The hard limit on a run's peak memory: the settings', else the device's total."""
+        return self.settings.max_memory_gb or devices.total_memory_gb()
 
     def sigma(self) -> float:
         groups: dict[str, list[float]] = {}
@@ -212,15 +237,19 @@ class Researcher:
             (run_dir / "diff.patch").write_text(self.ws.git.diff(pending.parent, pending.candidate, TRAIN_FILE))
         return result
 
-    def _row(self, result: RunResult, pending: Pending, status: str, kind: str, rule: str,
-             decision: Decision | None = None, best: list[float] | None = None) -> Row:
+    def _row(self, result: RunResult, pending: Pending, status: str, kind: str, rule: str, reason: str = "",
+             decision: Decision | None = None, best: Runs | None = None, nodes: int | None = None) -> Row:
         desc = pending.description or "baseline"
         if kind == "confirm":
             desc = f"{desc} (confirmation run)"
         s = result.summary
-        gain = None
-        if best and result.val_bpb is not None:
-            gain = statistics.fmean(best) - result.val_bpb
+        gain = delta = memory_delta = None
+        if best is not None and best.val_bpb and result.val_bpb is not None:
+            gain = best.mean - result.val_bpb
+        if best is not None and nodes is not None and best.complexity is not None:
+            delta = nodes - best.complexity
+        if best is not None and best.mean_memory is not None and result.memory_gb is not None:
+            memory_delta = result.memory_gb - best.mean_memory
         return Row(
             commit=result.commit, val_bpb=result.val_bpb if status != "invalid" else None,
             memory_gb=result.memory_gb, status=status, description=desc, run_id=result.run_id, kind=kind,
@@ -229,7 +258,9 @@ class Researcher:
             wall_seconds=result.wall_seconds, handover_seconds=result.handover_seconds,
             num_steps=int(s["num_steps"]) if "num_steps" in s else None, total_tokens_m=s.get("total_tokens_M"),
             mfu_percent=s.get("mfu_percent"), gain=gain, noise=decision.sigma if decision else None,
-            rule=rule, flags="; ".join(result.flags), fingerprint=self.fingerprint,
+            complexity=nodes, complexity_delta=delta, memory_delta=memory_delta,
+            threshold=decision.threshold if decision else None, rule=rule, reason=reason,
+            flags="; ".join(result.flags), fingerprint=self.fingerprint,
             cost_usd=pending.cost_usd if kind == "experiment" and pending.cost_usd else None,
         )
 
@@ -255,19 +286,27 @@ class Researcher:
         results = [RunResult.load(self.ws.runs_dir / r) for r in pending.runs]
         results = [r for r in results if r is not None]
         have = len(self.best_runs())
+        nodes = self.complexity_of(pending.parent)
         while have + sum(r.outcome == "ok" for r in results) < self.settings.baseline_runs:
             result = self._run(pending)
             results.append(result)
             if result.outcome != "ok":
-                self._record([self._row(result, pending, result.outcome, "baseline", result.error or result.outcome)])
+                self._record([self._row(result, pending, result.outcome, "baseline", result.outcome, result.error,
+                                        nodes=nodes)])
                 raise WorkspaceError(
                     f"the baseline run failed ({result.outcome}: {result.error}); see {self.ws.runs_dir / result.run_id / 'train.log'}")
-        rows = [self._row(r, pending, "keep", "baseline", "baseline") for r in results]
+        rows = [self._row(r, pending, "keep", "baseline", "baseline", "measures the best commit and the noise",
+                          nodes=nodes) for r in results]
         self._record(rows)
         self._save(None)
         sigma = self.sigma()
-        best = self.best_runs()
-        self.log(f"baseline: val_bpb {statistics.fmean(best):.6f} over {len(best)} runs, noise sigma {sigma:.6f}")
+        best = self.commit_runs(pending.parent)
+        self.log(f"baseline: val_bpb {best.mean:.6f} over {len(best.val_bpb)} runs, noise sigma {sigma:.6f}, "
+                 f"train.py {best.complexity} {complexity.UNIT}")
+        limit = self.memory_limit_gb
+        if limit and best.memory_gb and max(best.memory_gb) > limit:
+            self.log(f"warning: the baseline's peak memory {max(best.memory_gb):.2f} GB is above the hard limit "
+                     f"{limit:.2f} GB: every change that does not reduce it will be discarded")
 
     # --- experiments ----------------------------------------------------------------------------
 
@@ -283,12 +322,16 @@ class Researcher:
             raise ProposerError("the proposal left train.py unchanged")
         if set(changed) != {TRAIN_FILE}:
             others = sorted(set(changed) - {TRAIN_FILE})
+            nodes = complexity.measure(self.ws.train_py.read_text(errors="replace")) if self.ws.train_py.exists() \
+                else None
+            before = self.complexity_of(parent)
             git.run("reset", "--quiet", "--hard", parent)
             git.run("clean", "-f", "-d")
             row = Row(commit=parent, val_bpb=None, memory_gb=None, status="invalid", description=proposal.description,
-                      kind="experiment", parent=parent[:7], proposer=proposer, timestamp=now(),
-                      rule=f"changed files other than train.py: {', '.join(others)} (reverted)", fingerprint=self.fingerprint,
-                      cost_usd=proposal.cost_usd or None)
+                      kind="experiment", parent=parent[:7], proposer=proposer, timestamp=now(), complexity=nodes,
+                      complexity_delta=nodes - before if nodes is not None and before is not None else None,
+                      rule="guard", reason=f"changed files other than train.py: {', '.join(others)} (reverted)",
+                      fingerprint=self.fingerprint, cost_usd=proposal.cost_usd or None)
             self._record([row])
             self.log(f"invalid: {proposal.description!r} changed {', '.join(others)}; reverted")
             return [row]
@@ -301,7 +344,8 @@ class Researcher:
     def _finish_candidate(self, pending: Pending) -> list[Row]:
         results = [RunResult.load(self.ws.runs_dir / r) for r in pending.runs]
         results = [r for r in results if r is not None]
-        best = self.best_runs(pending.parent)
+        best = self.commit_runs(pending.parent)
+        nodes = self.complexity_of(pending.candidate)
         need_run = not results
         while True:
             if need_run:
@@ -310,25 +354,26 @@ class Researcher:
             last = results[-1]
             if last.outcome != "ok":
                 rows = [self._row(r, pending, r.outcome if r is last else "discard",
-                                  "experiment" if i == 0 else "confirm", last.error or last.outcome)
+                                  "experiment" if i == 0 else "confirm", last.outcome, last.error, best=best, nodes=nodes)
                         for i, r in enumerate(results)]
                 return self._conclude(pending, rows, kept=False)
-            decision = decide([r.val_bpb for r in results], best, self.sigma(), self.settings)
+            candidate = Runs([r.val_bpb for r in results], nodes, [r.memory_gb for r in results if r.memory_gb])
+            decision = decide(candidate, best, self.sigma(), self.settings, self.memory_limit_gb)
             if decision.verdict != "confirm":
                 break
-            self.log(f"  {decision.rule}")
-        status, rule = decision.verdict, decision.rule
+            self.log(f"  {decision.reason}")
+        status, rule, reason = decision.verdict, decision.rule, decision.reason
         # Val and held-out are disjoint samples of the same kind of text, so honest training moves
         # both alike and their ratio stays put; training on the val shards lowers val alone.
         base_ratio = self.baseline_ratio()
         if base_ratio is not None and status == "keep":
             ratio = statistics.fmean(r.heldout_bpb / r.val_bpb for r in results)
             if ratio / base_ratio - 1 > self.settings.heldout_tolerance:
-                status = "invalid"
-                rule = (f"suspicious: held-out/val bpb ratio {ratio:.3f} vs the baseline's {base_ratio:.3f} "
-                        f"(tolerance +{self.settings.heldout_tolerance:.0%}); was it trained on validation data?")
-        rows = [self._row(r, pending, status, "experiment" if i == 0 else "confirm", rule, decision, best)
-                for i, r in enumerate(results)]
+                status, rule = "invalid", "held-out"
+                reason = (f"suspicious: held-out/val bpb ratio {ratio:.3f} vs the baseline's {base_ratio:.3f} "
+                          f"(tolerance +{self.settings.heldout_tolerance:.0%}); was it trained on validation data?")
+        rows = [self._row(r, pending, status, "experiment" if i == 0 else "confirm", rule, reason, decision, best,
+                          nodes) for i, r in enumerate(results)]
         return self._conclude(pending, rows, kept=status == "keep")
 
     def _conclude(self, pending: Pending, rows: list[Row], kept: bool) -> list[Row]:
@@ -342,7 +387,7 @@ class Researcher:
         first = rows[0]
         val = f"{statistics.fmean(r.val_bpb for r in rows if r.val_bpb is not None):.6f}" if any(
             r.val_bpb is not None for r in rows) else "-"
-        self.log(f"{first.status:8s} val_bpb {val}  {pending.description}  [{first.rule}]")
+        self.log(f"{first.status:8s} val_bpb {val}  {pending.description}  [{first.why}]")
         return rows
 
     def _record(self, rows: list[Row]) -> None:

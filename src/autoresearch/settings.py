@@ -63,6 +63,12 @@ class Settings:
     confirm_z: float = 1.0  # a gain between confirm_z and keep_z sigmas earns confirmation runs
     min_noise: float = 0.0005  # floor on the noise estimate (val_bpb units)
     heldout_tolerance: float = 0.10  # the held-out/val bpb ratio may exceed the baseline's by this fraction
+    complexity_cost: float = 0.001  # bpb of gain that each 100 syntax-tree nodes added to train.py must buy
+    simplify_nodes: int = 20  # a change this many nodes smaller is a simplification...
+    simplify_z: float = 1.0  # ...kept when not worse than the best by more than simplify_z standard errors
+    memory_free: float = 0.10  # peak-memory growth over the best's, as a fraction, that costs nothing
+    memory_cost: float = 0.01  # bpb of gain per +100% peak-memory growth beyond memory_free
+    max_memory_gb: float = 0.0  # hard limit on a run's peak memory (0 = the device's total memory)
 
     @property
     def effective_hard_limit(self) -> float:
@@ -106,7 +112,36 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         "heldout_permille",
     ),
     "runner": ("startup_allowance", "hard_limit", "eval_batch_size"),
-    "decision": ("baseline_runs", "confirm_runs", "keep_z", "confirm_z", "min_noise", "heldout_tolerance"),
+    "decision": (
+        "baseline_runs",
+        "confirm_runs",
+        "keep_z",
+        "confirm_z",
+        "min_noise",
+        "heldout_tolerance",
+        "complexity_cost",
+        "simplify_nodes",
+        "simplify_z",
+        "memory_free",
+        "memory_cost",
+        "max_memory_gb",
+    ),
+}
+
+# Written next to each [decision] value in autoresearch.toml, so the rule reads in its own file.
+DECISION_HELP: dict[str, str] = {
+    "baseline_runs": "runs of the baseline that measure the run-to-run noise (sigma)",
+    "confirm_runs": "extra runs a borderline result gets; the mean of all its runs decides",
+    "keep_z": "keep a gain of at least keep_z standard errors, after the complexity and memory prices",
+    "confirm_z": "a net gain between confirm_z and keep_z standard errors gets confirmation runs",
+    "min_noise": "floor on sigma, in val_bpb",
+    "heldout_tolerance": "the held-out/val bpb ratio may exceed the baseline's by this fraction",
+    "complexity_cost": "bpb of gain that each 100 syntax-tree nodes added to train.py must buy (~12 lines)",
+    "simplify_nodes": "a change at least this many nodes smaller is a simplification",
+    "simplify_z": "a simplification is kept unless worse than the best by more than simplify_z standard errors",
+    "memory_free": "peak-memory growth over the best's (fraction) that costs nothing",
+    "memory_cost": "bpb of gain per +100% peak-memory growth beyond memory_free",
+    "max_memory_gb": "runs above this peak memory are discarded (0 = the device's total memory)",
 }
 
 
@@ -131,6 +166,8 @@ PRESETS: dict[str, Preset] = {
             vocab_size=8192,
             startup_allowance=90.0,
             eval_batch_size=32,
+            complexity_cost=0.001,
+            memory_cost=0.01,
         ),
         train={},  # the template's own values are the reference's
     ),
@@ -147,6 +184,8 @@ PRESETS: dict[str, Preset] = {
             max_doc_chars=4000,
             startup_allowance=60.0,
             eval_batch_size=16,
+            complexity_cost=0.002,
+            memory_cost=0.02,
         ),
         train=dict(DEPTH=6, ASPECT_RATIO=64, HEAD_DIM=128, WINDOW_PATTERN="SSSL",
                    TOTAL_BATCH_SIZE=2**16, DEVICE_BATCH_SIZE=32),
@@ -165,6 +204,8 @@ PRESETS: dict[str, Preset] = {
             startup_allowance=30.0,
             eval_batch_size=32,
             min_noise=0.002,
+            complexity_cost=0.002,
+            memory_cost=0.02,
         ),
         train=dict(DEPTH=4, ASPECT_RATIO=32, HEAD_DIM=64, WINDOW_PATTERN="L",
                    TOTAL_BATCH_SIZE=2**13, DEVICE_BATCH_SIZE=32),
@@ -186,6 +227,8 @@ PRESETS: dict[str, Preset] = {
             baseline_runs=2,
             confirm_runs=1,
             min_noise=0.005,
+            complexity_cost=0.01,
+            memory_cost=0.05,
         ),
         train=dict(DEPTH=2, ASPECT_RATIO=32, HEAD_DIM=32, WINDOW_PATTERN="L",
                    TOTAL_BATCH_SIZE=2**10, DEVICE_BATCH_SIZE=16),
@@ -242,6 +285,13 @@ def validate(s: Settings) -> None:
         raise SettingsError("val_permille and heldout_permille must be positive and sum below 500")
     if s.confirm_z > s.keep_z or s.min_noise < 0:
         raise SettingsError("need confirm_z <= keep_z and min_noise >= 0")
+    if not 0 <= s.simplify_z <= s.keep_z:
+        raise SettingsError(f"need 0 <= simplify_z <= keep_z ({s.keep_z:g}), got simplify_z {s.simplify_z:g}")
+    if s.simplify_nodes < 1:
+        raise SettingsError(f"simplify_nodes must be >= 1 (0 would call every unchanged-size change simpler), "
+                            f"got {s.simplify_nodes}")
+    if min(s.complexity_cost, s.memory_free, s.memory_cost, s.max_memory_gb) < 0:
+        raise SettingsError("complexity_cost, memory_free, memory_cost and max_memory_gb must not be negative")
 
 
 def _build(values: dict[str, Any]) -> Settings:
@@ -281,9 +331,23 @@ def to_toml(s: Settings) -> str:
         "# Fixed settings of this research, written by `autoresearch init`.\n"
         "# Do not edit: results are only comparable under the same settings, and the harness\n"
         "# refuses a file whose values no longer match settings_sha256. Start a new workspace\n"
-        "# (`autoresearch init`) to research under other settings.\n\n"
+        "# (`autoresearch init`) to research under other settings.\n"
+        "# [decision] is the keep rule (docs/decisions.md); choose its values at init with --set.\n\n"
     )
-    return header + tomli_w.dumps(doc)
+    return header + _annotate(tomli_w.dumps(doc), "decision", DECISION_HELP)
+
+
+def _annotate(text: str, section: str, help: dict[str, str]) -> str:
+    """Append `# help` to the `key = value` lines of one section of a TOML text."""
+    out, current = [], ""
+    for line in text.splitlines():
+        if line.startswith("["):
+            current = line.strip("[] ")
+        key = line.partition("=")[0].strip()
+        if current == section and "=" in line and key in help:
+            line = f"{line}  # {help[key]}"
+        out.append(line)
+    return "\n".join(out) + "\n"
 
 
 def save(s: Settings, workspace: Path) -> Path:

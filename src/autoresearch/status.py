@@ -11,6 +11,7 @@ import statistics
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from autoresearch import decide
 from autoresearch.decide import pooled_sigma
 from autoresearch.ledger import Row
 from autoresearch.settings import Settings
@@ -25,12 +26,15 @@ class Summary:
     best_description: str
     sigma: float
     experiments: int  # proposals decided (baseline and confirmation runs excluded)
-    kept: int
+    kept: int  # simplifications included
     counts: dict[str, int]
     hours: float
     runs: int
     cost_usd: float | None = None  # what the proposals cost (LLM proposers); None when none recorded one
     frontier: tuple[float | None, ...] = ()  # the running best after each ledger row (None before any)
+    simplifications: int = 0  # kept because train.py got simpler at an equal result
+    complexity: int | None = None  # syntax-tree nodes of the best's train.py
+    baseline_complexity: int | None = None
 
     @property
     def gain(self) -> float | None:
@@ -67,7 +71,10 @@ def _baseline_values(rows: list[Row]) -> list[float]:
 
 
 def _frontier(rows: list[Row], baseline: float | None, by_commit: dict[str, list[float]]) -> list[float | None]:
-    """The best known val_bpb after each row: the baseline mean, then each kept commit's mean."""
+    """The best after each row: the baseline mean, then the mean of each kept commit in turn.
+
+    The best is the commit the research stands on: the last one kept. A kept simplification may
+    measure a little worse than the commit before it; it is the best all the same."""
     best: float | None = None
     out: list[float | None] = []
     has_baseline_rows = any(r.kind == "baseline" for r in rows)
@@ -77,7 +84,7 @@ def _frontier(rows: list[Row], baseline: float | None, by_commit: dict[str, list
             value = baseline
         elif r.kind == "experiment" and r.status == "keep" and r.val_bpb is not None:
             value = statistics.fmean(by_commit.get(r.commit, [r.val_bpb]))
-        if value is not None and (best is None or value < best):
+        if value is not None and (best is None or r.kind == "experiment"):
             best = value
         out.append(best)
     return out
@@ -99,11 +106,8 @@ def summarize(rows: list[Row], min_noise: float = 0.0) -> Summary:
     frontier = _frontier(rows, baseline, by_commit)
     experiments = [r for r in rows if r.kind == "experiment"]
     kept = [r for r in experiments if r.status == "keep"]
-    best_row = None
-    for i, r in enumerate(rows):  # the kept experiment that last lowered the running best
-        lowered = frontier[i] is not None and (i == 0 or frontier[i - 1] is None or frontier[i] < frontier[i - 1])
-        if lowered and r.kind == "experiment" and r.status == "keep":
-            best_row = r
+    best_row = kept[-1] if kept else None
+    base_nodes = next((r.complexity for r in rows if r.kind == "baseline" and r.complexity is not None), None)
     counts: dict[str, int] = {}
     for r in experiments:
         counts[r.status] = counts.get(r.status, 0) + 1
@@ -116,15 +120,14 @@ def summarize(rows: list[Row], min_noise: float = 0.0) -> Summary:
         sigma=pooled_sigma(list(by_commit.values()), min_noise), experiments=len(experiments),
         kept=len(kept), counts=counts, hours=_hours(rows), runs=len(rows),
         cost_usd=sum(costs) if costs else None, frontier=tuple(frontier),
+        simplifications=sum(r.rule == "simplification" for r in kept),
+        complexity=best_row.complexity if best_row is not None else base_nodes, baseline_complexity=base_nodes,
     )
 
 
 def rule_text(settings: Settings, sigma: float) -> str:
-    se1 = sigma * (2 ** 0.5)  # one run against one run
-    return (f"keep when the gain is >= {settings.keep_z:g} standard errors of the noise "
-            f"(sigma {sigma:.4f}; {settings.keep_z * se1:.4f} bpb for one run against one); "
-            f"gains between {settings.confirm_z:g} and {settings.keep_z:g} standard errors get up to "
-            f"{settings.confirm_runs} confirmation runs, whose mean decides")
+    """The keep rule in words with its numbers (decide.rule_text)."""
+    return decide.rule_text(settings, sigma)
 
 
 def headline(s: Summary, settings: Settings | None = None) -> list[tuple[str, str]]:
@@ -136,12 +139,17 @@ def headline(s: Summary, settings: Settings | None = None) -> list[tuple[str, st
         lines.append(("gain", f"{s.gain:+.6f} bpb ({s.gain_percent:+.2f}%)"))
     lines.append(("noise", f"sigma {s.sigma:.6f} (pooled over repeated runs)"))
     counts = ", ".join(f"{k} {v}" for k, v in sorted(s.counts.items()))
-    lines.append(("experiments", f"{s.experiments} ({counts or 'none yet'})"))
+    simpler = f", {s.simplifications} of the kept as simplifications" if s.simplifications else ""
+    lines.append(("experiments", f"{s.experiments} ({counts or 'none yet'}{simpler})"))
     if s.keep_rate is not None:
         lines.append(("keep rate", f"{100 * s.keep_rate:.1f}% ({s.kept} of {s.experiments})"))
     if s.per_hour:
         span = f"{s.hours:.1f} h" if s.hours >= 1 else f"{60 * s.hours:.0f} min"
         lines.append(("pace", f"{s.per_hour:.1f} experiments/hour over {span}"))
+    if s.complexity is not None:
+        since = (f" ({s.complexity - s.baseline_complexity:+d} since the baseline)"
+                 if s.baseline_complexity is not None else "")
+        lines.append(("train.py", f"{s.complexity} syntax-tree nodes{since}"))
     lines.append(("cost", f"${s.cost_usd:.2f}" if s.cost_usd is not None else "none recorded (offline proposer)"))
     if settings is not None:
         lines.append(("rule", rule_text(settings, s.sigma)))
@@ -162,12 +170,14 @@ def render(rows: list[Row], settings: Settings | None, last: int = 12) -> None:
         head.add_row(label, text)
     console.print(head)
     table = Table(title=f"last {min(last, len(rows))} runs", title_justify="left")
-    for col in ("run", "commit", "val_bpb", "gain", "status", "description", "rule"):
+    for col in ("run", "commit", "val_bpb", "gain", "nodes", "memory", "status", "description", "why"):
         table.add_column(col, overflow="fold")
     for r in rows[-last:]:
         table.add_row(r.run_id, r.short, f"{r.val_bpb:.6f}" if r.val_bpb is not None else "-",
                       f"{r.gain:+.4f}" if r.gain is not None else "",
-                      f"[{STATUS_COLOURS.get(r.status, 'white')}]{r.status}[/]", r.description, r.rule)
+                      f"{r.complexity_delta:+d}" if r.complexity_delta is not None else "",
+                      f"{r.memory_delta:+.2f} GB" if r.memory_delta is not None else "",
+                      f"[{STATUS_COLOURS.get(r.status, 'white')}]{r.status}[/]", r.description, r.why)
     console.print(table)
 
 

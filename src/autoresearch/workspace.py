@@ -44,6 +44,16 @@ def template(name: str) -> str:
     return resources.files("autoresearch.templates").joinpath(name).read_text(encoding="utf-8")
 
 
+KEEP_RULE_MARK = "{{KEEP_RULE}}"
+
+
+def program_template(settings: Settings) -> str:
+    """The brief, with the keep rule stated in this workspace's numbers."""
+    from autoresearch.decide import rule_text
+
+    return template(PROGRAM_FILE).replace(KEEP_RULE_MARK, rule_text(settings))
+
+
 def train_template(settings: Settings) -> str:
     """The template train.py with the hyperparameter block set to the preset's defaults."""
     return hparams.rewrite(template(TRAIN_FILE), settings_mod.PRESETS[settings.preset].train)
@@ -113,7 +123,7 @@ def init(directory: Path, settings: Settings) -> Workspace:
     directory.mkdir(parents=True, exist_ok=True)
     atomic.write_text(directory / TRAIN_FILE, train_template(settings))
     atomic.write_text(directory / PREPARE_FILE, template(PREPARE_FILE))
-    atomic.write_text(directory / PROGRAM_FILE, template(PROGRAM_FILE))
+    atomic.write_text(directory / PROGRAM_FILE, program_template(settings))
     atomic.write_text(directory / ".gitignore", GITIGNORE)
     settings_mod.save(settings, directory)
     git = Git(directory)
