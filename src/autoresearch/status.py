@@ -24,6 +24,9 @@ class Summary:
     counts: dict[str, int]
     hours: float
     runs: int
+    cost_usd: float = 0.0  # what the proposals cost (LLM proposers), failed ones included
+    tokens: int = 0
+    paid_proposals: int = 0  # proposals with a cost or tokens recorded
 
     @property
     def gain(self) -> float | None:
@@ -62,6 +65,8 @@ def summarize(rows: list[Row], min_noise: float = 0.0) -> Summary:
         best_description=best_row.description if best_row else "baseline",
         sigma=pooled_sigma(list(by_commit.values()), min_noise), experiments=len(experiments),
         kept=len(kept), counts=counts, hours=hours, runs=len(rows),
+        cost_usd=sum(r.cost_usd or 0.0 for r in rows), tokens=sum(r.tokens or 0 for r in rows),
+        paid_proposals=sum(1 for r in rows if r.cost_usd or r.tokens),
     )
 
 
@@ -91,15 +96,21 @@ def render(rows: list[Row], settings: Settings | None, last: int = 12) -> None:
     counts = ", ".join(f"{k} {v}" for k, v in sorted(s.counts.items()))
     rate = f", {s.per_hour:.1f}/hour" if s.per_hour else ""
     head.add_row("experiments", f"{s.experiments} ({counts or 'none yet'}){rate}")
+    if s.paid_proposals:
+        per = s.cost_usd / s.paid_proposals
+        head.add_row("LLM spend", f"{s.cost_usd:.4f} USD, {s.tokens:,} tokens over {s.paid_proposals} proposals "
+                                  f"({per:.4f} USD each)")
     if settings is not None:
         head.add_row("rule", rule_text(settings, s.sigma))
     console.print(head)
     table = Table(title=f"last {min(last, len(rows))} runs", title_justify="left")
-    for col in ("run", "commit", "val_bpb", "gain", "status", "description", "rule"):
+    paid = any(r.cost_usd or r.tokens for r in rows[-last:])
+    for col in ("run", "commit", "val_bpb", "gain", "status", "description", "rule") + (("tokens", "USD") if paid else ()):
         table.add_column(col, overflow="fold")
     colours = {"keep": "green", "discard": "yellow", "crash": "red", "timeout": "magenta", "invalid": "red"}
     for r in rows[-last:]:
         table.add_row(r.run_id, r.short, f"{r.val_bpb:.6f}" if r.val_bpb is not None else "-",
                       f"{r.gain:+.4f}" if r.gain is not None else "",
-                      f"[{colours.get(r.status, 'white')}]{r.status}[/]", r.description, r.rule)
+                      f"[{colours.get(r.status, 'white')}]{r.status}[/]", r.description, r.rule,
+                      *((f"{r.tokens:,}" if r.tokens else "", f"{r.cost_usd:.4f}" if r.cost_usd else "") if paid else ()))
     console.print(table)

@@ -79,11 +79,17 @@ def proposal_dir(ws: Workspace) -> Path:
     return ws.state_dir / PROPOSAL_DIR
 
 
-def begin_proposal(ws: Workspace) -> Path:
-    """An empty proposal folder for a new proposal."""
+def clear_proposal_files(ws: Workspace) -> None:
+    """Forget the files of the last proposal (it was decided, dropped or recorded as failed)."""
     folder = proposal_dir(ws)
     if folder.exists():
         shutil.rmtree(folder)
+
+
+def begin_proposal(ws: Workspace) -> Path:
+    """An empty proposal folder for a new proposal."""
+    clear_proposal_files(ws)
+    folder = proposal_dir(ws)
     folder.mkdir(parents=True)
     return folder
 

@@ -236,8 +236,9 @@ def apply_edits(source: str, edits: tuple[Edit, ...] | list[Edit]) -> str:
             found = _find(lines, search, loose=True)
         if not found:
             raise EditError(
-                f"SEARCH/REPLACE block {edit.number} does not match {TARGET}: no {len(search)} consecutive lines of "
-                f"{TARGET} equal its SEARCH part (after earlier blocks were applied). The closest lines "
+                f"SEARCH/REPLACE block {edit.number} does not match {TARGET}: "
+                + (f"no {len(search)} consecutive lines of {TARGET} equal" if len(search) > 1 else f"no line of {TARGET} equals")
+                + f" its SEARCH part (after earlier blocks were applied). The closest lines "
                 f"(- your SEARCH, + {TARGET}):\n{_closest(lines, search)}\n"
                 "Copy the SEARCH lines exactly from the current file, including indentation.")
         if len(found) > 1:

@@ -69,7 +69,8 @@ TASK = """\
 # Your task
 
 Propose the next experiment: one change to train.py that you expect to lower val_bpb, in the
-reply format (Description, Hypothesis, optional Notes, then SEARCH/REPLACE blocks)."""
+reply format (Description, Hypothesis, optional Notes, then SEARCH/REPLACE blocks). Here the
+harness runs the commands program.md mentions for you: reply with the change only."""
 
 FEEDBACK = """\
 Your reply could not be applied, so nothing was run:

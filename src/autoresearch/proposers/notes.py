@@ -58,4 +58,6 @@ class Notes:
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         what = f": {description}" if description else ""
         first = error.strip().splitlines()[0] if error.strip() else "unknown error"
+        if ". " in first:  # the first sentence says what failed; the rest is detail for the model
+            first = first[:first.index(". ") + 1]
         self.append(f"## {stamp} · {proposer}{what}\n- failed before running (never became a run): {first}")
