@@ -3,6 +3,7 @@ and Anthropic's messages protocols, through the official client libraries."""
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
@@ -145,6 +146,18 @@ def test_a_hung_endpoint_times_out_with_a_clear_error(make_workspace, key, provi
         with pytest.raises(ChatError, match=r"failed 2 time\(s\), last: no answer within 0.5 s"):
             proposer.propose(make_context(ws))
         assert time.monotonic() - started < 10
+
+
+def test_a_dead_endpoint_is_a_clear_error(make_workspace, key):
+    ws = make_workspace()
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    logs: list[str] = []
+    proposer = LLMProposer(config_for("openai", f"http://127.0.0.1:{port}", max_retries=2), log=logs.append)
+    with pytest.raises(ChatError, match=r"failed 3 time\(s\), last: connection failed.*is the server up"):
+        proposer.propose(make_context(ws))
+    assert sum("retry" in m for m in logs) == 2
 
 
 def test_refused_key_and_missing_key_are_not_retried(make_workspace, key, monkeypatch):
