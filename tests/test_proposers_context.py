@@ -66,7 +66,9 @@ def test_context_shows_brief_code_ledger_last_run_and_notes(make_workspace):
     assert "Error: train.py exited with code 1" in text
     assert "loss (smoothed) step 0 t=0s: " in text and "-> step 299 t=30s: 3.0" in text
     assert "tokens/s: median 12," in text and "grad norm: median 0.5" in text
-    assert "RuntimeError: CUDA out of memory" in text.split("lines of its train.log")[1]
+    log_tail = text.split("The end of its train.log")[1]
+    assert "RuntimeError: CUDA out of memory" in log_tail
+    assert "[... 298 progress lines ...]\nstep 00298 | loss 3.020\nstep 00299 | loss 3.010\nTraceback" in log_tail
     assert "# Your notes (notes.md)" in text and "batch 2^14 ran out of memory" in text
     assert "# Earlier experiments" in text and "idea number 1\n" in text
 

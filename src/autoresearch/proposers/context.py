@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -256,13 +257,29 @@ def time_summary(result: dict) -> str:
     return "; ".join(parts)
 
 
+PROGRESS = re.compile(r"^\s*step\s+\d+")  # train.py's per-step progress lines (the curve summarises them)
+
+
 def _log_tail(path: Path, n_lines: int) -> str:
+    """The last `n_lines` of a log, each run of progress lines cut to its last two."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return ""
     lines = [ln.rstrip() for ln in text.replace("\r", "\n").split("\n") if ln.strip()]
-    return "\n".join(ln if len(ln) <= 300 else ln[:297] + "..." for ln in lines[-n_lines:])
+    out: list[str] = []
+    run: list[str] = []
+    for line in lines + [""]:
+        if line and PROGRESS.match(line):
+            run.append(line)
+            continue
+        if len(run) > 2:
+            out.append(f"[... {len(run) - 2} progress lines ...]")
+        out.extend(run[-2:])
+        run = []
+        if line:
+            out.append(line)
+    return "\n".join(ln if len(ln) <= 300 else ln[:297] + "..." for ln in out[-n_lines:])
 
 
 def last_run(ctx: Context, log_lines: int, with_curve: bool = True) -> str:
@@ -291,7 +308,7 @@ def last_run(ctx: Context, log_lines: int, with_curve: bool = True) -> str:
     if log_lines > 0:
         tail = _log_tail(run_dir / LOG_FILE, log_lines)
         if tail:
-            parts.append(f"Last {len(tail.splitlines())} lines of its train.log:\n" + _fence(tail))
+            parts.append("The end of its train.log (runs of progress lines cut short):\n" + _fence(tail))
     return "\n\n".join(parts)
 
 

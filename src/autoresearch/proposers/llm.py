@@ -222,8 +222,8 @@ def outcome_text(rows: list[Row]) -> str:
     if values:
         parts.append(f"val_bpb {sum(values) / len(values):.6f}" + (f" over {len(values)} runs" if len(values) > 1 else ""))
     gains = [r.gain for r in rows if r.gain is not None]
-    if gains:
-        parts.append(f"gain {gains[-1]:+.4f}")
+    if gains:  # against the same best, so the mean gain is the gain of the mean
+        parts.append(f"gain {sum(gains) / len(gains):+.4f}")
     if first.rule:
         parts.append(f"({first.rule})")
     return " ".join(parts)
