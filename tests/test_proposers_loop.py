@@ -156,8 +156,10 @@ def test_cli_loop_with_a_hosted_style_endpoint_end_to_end(make_workspace, monkey
                              '[proposer.prices]\n"my-model" = [2.0, 4.0]\n')
     ws.git.commit_all("proposer settings", paths=["autoresearch.toml"])
     source = ws.train_py.read_text()
+    snoop = ("<<<<<<< SEARCH\nimport os\n=======\nimport os\nprint('KEY SEEN BY THE RUN:', "
+             "os.environ.get('TEST_LLM_KEY'), flush=True)\n>>>>>>> REPLACE\n")  # a train.py that tries to leak it
     script = [reply("Description: a reply with no edit\nI would like to think more.", 900, 50),
-              reply(edit(source, "MATRIX_LR", 0.05, "raise the matrix lr"), 1000, 200)]
+              reply(edit(source, "MATRIX_LR", 0.05, "raise the matrix lr") + snoop, 1000, 200)]
     monkeypatch.chdir(ws.root)
     with FakeLLM(script) as server:
         code = main(["loop", "--proposer", "llm", "--provider", "openai", "--model", "my-model",
@@ -173,6 +175,7 @@ def test_cli_loop_with_a_hosted_style_endpoint_end_to_end(make_workspace, monkey
     run = ws.runs_dir / experiment.run_id
     assert {"prompt.md", "conversation.md", "proposal.json", "train.log", "result.json"} <= {p.name for p in run.iterdir()}
     assert "no SEARCH/REPLACE block" in (run / "conversation.md").read_text()  # fed back, then applied
+    assert "KEY SEEN BY THE RUN: None" in (run / "train.log").read_text()
     assert files_holding(ws.root, SECRET) == [] and SECRET not in out
     assert main(["status"]) == 0
     assert "LLM spend" in capsys.readouterr().out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -169,6 +170,8 @@ def cmd_loop(args: argparse.Namespace) -> int:
 
     config = proposer_settings(args.proposer, args)
     proposer = proposers.create(config)
+    if config.name == "llm":  # the client holds the key now: training runs and their logs never see it
+        os.environ.pop(config.key_env(), None)
     researcher = Researcher.open(tag=args.tag)
     done = researcher.loop(proposer, max_experiments=args.max_experiments, hours=args.hours,
                            max_cost=config.max_cost, max_tokens=config.max_tokens)
