@@ -38,6 +38,7 @@ AGENT = textwrap.dedent('''\
         (workspace / "scratch" / "notes.txt").write_text("x\\n")
         with open(workspace / "results.tsv", "a") as f:
             f.write("forged\\trow\\n")
+        (workspace / "runs" / "0001" / "train.log").unlink()
         subprocess.run(["git", "-c", "user.name=a", "-c", "user.email=a@b", "commit", "-qam", "agent commit"],
                        cwd=workspace, check=True)
         print("Description: lr up, and some things I should not have done")
@@ -85,6 +86,8 @@ def test_an_agent_that_edits_train_py(make_workspace, tmp_path):
 
 def test_changes_beyond_train_py_are_discarded_and_reported(make_workspace, tmp_path):
     ws = make_workspace()
+    (ws.runs_dir / "0001").mkdir(parents=True)
+    (ws.runs_dir / "0001" / "train.log").write_text("an earlier run\n")
     head = ws.git.head()
     ledger_before = ws.ledger_path.read_bytes() if ws.ledger_path.exists() else None
     logs: list[str] = []
@@ -97,7 +100,7 @@ def test_changes_beyond_train_py_are_discarded_and_reported(make_workspace, tmp_
     assert (ws.ledger_path.read_bytes() if ws.ledger_path.exists() else None) == ledger_before
     discarded = " | ".join(proposal.params["discarded"])
     for what in ("prepare.py was modified", "results.tsv was", "git HEAD moved", "stray.txt was created (deleted)",
-                 "scratch/notes.txt was created (deleted)"):
+                 "scratch/notes.txt was created (deleted)", "runs/0001/train.log was deleted (untracked: it cannot"):
         assert what in discarded, discarded
     assert any("discarded changes beyond train.py" in m and "prepare.py" in m for m in logs)
 
