@@ -204,12 +204,19 @@ def contain(ws: Workspace, before: guard.Snapshot, ignored_before: set[str], kee
         git.run("checkout", "HEAD", "--", *tracked)
         found.extend(f"{p} was modified (restored)" for p in tracked)
     untracked = [p for p in git.run("ls-files", "--others", "--exclude-standard").splitlines() if p and p not in keep]
-    new_ignored = [p for p in sorted(_ignored_files(ws) - ignored_before - keep)
-                   if "__pycache__/" not in p and p != NOTES_FILE and not p.startswith(".autoresearch/")]
+    ignored_after = _ignored_files(ws)
+    new_ignored = [p for p in sorted(ignored_after - ignored_before - keep) if _watched(p)]
     for p in untracked + new_ignored:
         _remove(ws.root, p)
         found.append(f"{p} was created (deleted)")
+    gone = [p for p in sorted(ignored_before - ignored_after) if _watched(p) and not (ws.root / p).exists()]
+    found.extend(f"{p} was deleted (untracked: it cannot be restored)" for p in gone)
     return found
+
+
+def _watched(path: str) -> bool:
+    """Untracked files whose appearance or loss is reported (not the proposer's own, nor caches)."""
+    return "__pycache__/" not in path and path != NOTES_FILE and not path.startswith(".autoresearch/")
 
 
 def _remove(root: Path, relative: str) -> None:
