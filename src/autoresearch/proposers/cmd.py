@@ -11,8 +11,8 @@ run anything:
 
 (`--model M` is passed on when a model is configured.) A custom `--command TEMPLATE` is split
 like a shell line and its placeholders replaced in each word: {prompt} (the prompt text, one
-argument), {prompt_file}, {workspace}, {description_file}, {model}, and {model_args} (a word of
-its own: the preset's model flag and the model, or nothing).
+argument), {prompt_file}, {workspace}, {description_file}, {proposal_dir}, {model}, and
+{model_args} (a word of its own: the preset's model flag and the model, or nothing).
 
 Conventions for the agent (the prompt states them):
 - change `train.py` only; the harness runs the experiment after the agent exits;
