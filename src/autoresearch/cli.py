@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -62,11 +63,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("loop", help="run experiments autonomously until a limit",
                        description="Measure the baseline, then propose, run and decide experiments until "
                        "--max-experiments or --hours is reached (or Ctrl-C). Resumes where it stopped.")
-    p.add_argument("--proposer", default="search", help="who proposes changes: search (built-in, offline)")
+    p.add_argument("--proposer", help="who proposes changes: search (built-in, offline; the default), llm (a chat "
+                   "model), cmd (a coding-agent CLI); default: [proposer] name in autoresearch.toml, else search")
     p.add_argument("--max-experiments", type=int, metavar="N", help="stop after N experiments")
     p.add_argument("--hours", type=float, metavar="H", help="stop starting experiments after H hours")
     p.add_argument("--tag", help="research branch autoresearch/TAG (default: the current one, or today's date)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the search proposer")
+    p.add_argument("--seed", type=int, help="seed of the search proposer")
+    g = p.add_argument_group("llm proposer (docs/proposers.md; defaults from [proposer] in autoresearch.toml)")
+    g.add_argument("--provider", help="openai (OpenAI or any OpenAI-compatible server) or anthropic")
+    g.add_argument("--model", help="model name, e.g. gpt-4.1 or claude-sonnet-4-20250514 (cmd: passed to the agent)")
+    g.add_argument("--base-url", metavar="URL", help="endpoint, e.g. http://127.0.0.1:11434/v1 (Ollama)")
+    g.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the API key "
+                   "(default OPENAI_API_KEY / ANTHROPIC_API_KEY); keys are never stored")
+    g.add_argument("--context-tokens", type=int, metavar="N", help="token budget of the prompt")
+    g = p.add_argument_group("cmd proposer")
+    g.add_argument("--agent", help="coding agent preset: claude, codex, aider, gemini, opencode")
+    g.add_argument("--command", dest="agent_command", metavar="TEMPLATE",
+                   help="custom agent command; placeholders {prompt} {prompt_file} {workspace} {description_file} {model}")
+    g.add_argument("--agent-timeout", type=float, metavar="SECONDS", help="time limit of the agent per proposal")
+    g = p.add_argument_group("spending caps (this loop call; failed proposals count)")
+    g.add_argument("--max-cost", type=float, metavar="USD", help="stop proposing once this much was spent")
+    g.add_argument("--max-tokens", type=int, metavar="N", help="stop proposing once this many tokens were spent")
 
     p = sub.add_parser("status", help="best result, noise, the keep rule and the last experiments")
     p.add_argument("--last", type=int, default=12, help="how many recent runs to list")
@@ -179,22 +196,42 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if rows[0].status in ("keep", "discard") else 3
 
 
-def make_proposer(name: str, args: argparse.Namespace):
-    from autoresearch.errors import SettingsError
+def proposer_settings(name: str | None, args: argparse.Namespace):
+    """The proposer's configuration: [proposer] in autoresearch.toml, overridden by the flags."""
+    from autoresearch import workspace
+    from autoresearch.errors import WorkspaceError
+    from autoresearch.proposers import config as proposer_config
 
-    if name == "search":
-        from autoresearch.proposers.search import SearchProposer
+    try:
+        base = proposer_config.load(workspace.find().root)
+    except WorkspaceError:
+        base = proposer_config.ProposerConfig()
+    flags = dict(name=name, seed=args.seed, provider=args.provider, model=args.model, base_url=args.base_url,
+                 api_key_env=args.api_key_env, context_tokens=args.context_tokens, agent=args.agent,
+                 command=args.agent_command, agent_timeout=args.agent_timeout, max_cost=args.max_cost,
+                 max_tokens=args.max_tokens)
+    if name is None and (args.agent or args.agent_command):
+        flags["name"] = "cmd"  # --agent/--command alone say which proposer
+    return base.replace(**flags)
 
-        return SearchProposer(seed=args.seed)
-    raise SettingsError(f"unknown proposer {name!r}; available: search")
+
+def make_proposer(name: str | None, args: argparse.Namespace):
+    from autoresearch import proposers
+
+    return proposers.create(proposer_settings(name, args))
 
 
 def cmd_loop(args: argparse.Namespace) -> int:
+    from autoresearch import proposers
     from autoresearch.loop import Researcher
 
-    proposer = make_proposer(args.proposer, args)
+    config = proposer_settings(args.proposer, args)
+    proposer = proposers.create(config)
+    if config.name == "llm":  # the client holds the key now: training runs and their logs never see it
+        os.environ.pop(config.key_env(), None)
     researcher = Researcher.open(tag=args.tag)
-    done = researcher.loop(proposer, max_experiments=args.max_experiments, hours=args.hours)
+    done = researcher.loop(proposer, max_experiments=args.max_experiments, hours=args.hours,
+                           max_cost=config.max_cost, max_tokens=config.max_tokens)
     print(f"{done} experiment(s) done; `autoresearch status` for the summary")
     return 0
 

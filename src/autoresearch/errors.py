@@ -28,7 +28,17 @@ class HandoverError(AutoresearchError):
 
 
 class ProposerError(AutoresearchError):
-    """A proposer could not produce a usable change."""
+    """A proposer could not produce a usable change.
+
+    `tokens` and `cost_usd` are what the failed attempt spent (LLM proposers), so that the loop
+    can account for them; `description` is the change it was trying to make, when known.
+    """
+
+    def __init__(self, message: str, *, tokens: int = 0, cost_usd: float = 0.0, description: str = "") -> None:
+        super().__init__(message)
+        self.tokens = tokens
+        self.cost_usd = cost_usd
+        self.description = description
 
 
 class ReportError(AutoresearchError):

@@ -59,6 +59,7 @@ class Row:
     reason: str = ""  # why, in words with the numbers
     flags: str = ""  # things the runner noticed (e.g. printed val_bpb differs)
     cost_usd: float | None = None  # what the proposal cost (LLM proposers), on its first row
+    tokens: int | None = None  # LLM tokens the proposal took (prompt + completion, all requests), on its first row
     fingerprint: str = ""  # settings + data + tokenizer + harness code
 
     def __post_init__(self) -> None:

@@ -27,7 +27,15 @@ from autoresearch.data.prepare import PreparedData, open_prepared
 from autoresearch.decide import Decision, Runs, decide, pooled_sigma
 from autoresearch.errors import ProposerError, SettingsError, WorkspaceError
 from autoresearch.ledger import Ledger, Row
-from autoresearch.proposers.base import Context, Proposal, Proposer, save_proposal
+from autoresearch.proposers.base import (
+    Context,
+    Proposal,
+    Proposer,
+    clear_proposal_files,
+    copy_proposal_files,
+    keep_failed_proposal,
+    save_proposal,
+)
 from autoresearch.runner import HANDED_OVER, RunResult, Runner, now
 from autoresearch.settings import Settings
 from autoresearch.workspace import TRAIN_FILE, Workspace, find
@@ -187,6 +195,7 @@ class Researcher:
                 self.log("recovering: dropping an uncommitted proposal")
                 git.run("reset", "--quiet", "--hard", pending.parent)
                 git.run("clean", "-f", "-d")
+                clear_proposal_files(self.ws)
                 self._save(None)
                 return
         if pending.runs and set(pending.runs) <= recorded:  # decided and recorded; finish the git part
@@ -233,6 +242,7 @@ class Researcher:
         result = self.runner.run(run_id, commit)
         run_dir = self.ws.runs_dir / run_id
         save_proposal(run_dir, pending.proposal, pending.proposer)
+        copy_proposal_files(self.ws, run_dir)
         if pending.candidate:
             (run_dir / "diff.patch").write_text(self.ws.git.diff(pending.parent, pending.candidate, TRAIN_FILE))
         return result
@@ -262,6 +272,7 @@ class Researcher:
             threshold=decision.threshold if decision else None, rule=rule, reason=reason,
             flags="; ".join(result.flags), fingerprint=self.fingerprint,
             cost_usd=pending.cost_usd if kind == "experiment" and pending.cost_usd else None,
+            tokens=pending.tokens if kind == "experiment" and pending.tokens else None,
         )
 
     # --- the baseline ---------------------------------------------------------------------------
@@ -331,7 +342,7 @@ class Researcher:
                       kind="experiment", parent=parent[:7], proposer=proposer, timestamp=now(), complexity=nodes,
                       complexity_delta=nodes - before if nodes is not None and before is not None else None,
                       rule="guard", reason=f"changed files other than train.py: {', '.join(others)} (reverted)",
-                      fingerprint=self.fingerprint, cost_usd=proposal.cost_usd or None)
+                      fingerprint=self.fingerprint, cost_usd=proposal.cost_usd or None, tokens=proposal.tokens or None)
             self._record([row])
             self.log(f"invalid: {proposal.description!r} changed {', '.join(others)}; reverted")
             return [row]
@@ -378,6 +389,7 @@ class Researcher:
 
     def _conclude(self, pending: Pending, rows: list[Row], kept: bool) -> list[Row]:
         self._record(rows)
+        clear_proposal_files(self.ws)
         if not kept:
             self.ws.git.run("reset", "--quiet", "--hard", pending.parent)
         for row in rows:  # keep the models of kept commits only
@@ -395,24 +407,43 @@ class Researcher:
 
     # --- the loop -------------------------------------------------------------------------------
 
-    def loop(self, proposer: Proposer, max_experiments: int | None = None, hours: float | None = None) -> int:
-        """Run experiments until a limit; returns how many were run."""
+    def loop(self, proposer: Proposer, max_experiments: int | None = None, hours: float | None = None,
+             max_cost: float | None = None, max_tokens: int | None = None) -> int:
+        """Run experiments until a limit; returns how many were run.
+
+        `max_cost` (USD) and `max_tokens` cap what the proposer spends in this call, failed
+        proposals included: once reached, no new proposal is started.
+        """
         self.ensure_baseline()
         started, done, failures = time.monotonic(), 0, 0
+        spent = Spent()
         while max_experiments is None or done < max_experiments:
             if hours is not None and time.monotonic() - started >= hours * 3600:
                 self.log(f"stopping: {hours:g} h reached")
                 break
+            cap = spent.reached(max_cost, max_tokens)
+            if cap:
+                self.log(f"stopping: {cap}")
+                break
             parent = self.ws.git.head()
             self._save(Pending(phase="proposing", parent=parent, proposer=proposer.name))
+            clear_proposal_files(self.ws)
+            proposal: Proposal | None = None
             try:
                 proposal = proposer.propose(self.context())
+                spent.add(proposal.tokens, proposal.cost_usd)
                 rows = self.experiment(proposal, proposer.name)
             except ProposerError as e:
                 failures += 1
+                if proposal is None:
+                    spent.add(e.tokens, e.cost_usd)
+                else:  # proposed, then refused by the coordinator: the proposal's cost is the failure's
+                    e.tokens, e.cost_usd = proposal.tokens, proposal.cost_usd
+                    e.description = e.description or proposal.description
                 self.ws.git.run("reset", "--quiet", "--hard", parent)
                 self.ws.git.run("clean", "-f", "-d")
                 self._save(None)
+                self._record_failed_proposal(e, proposer.name, parent)
                 self.log(f"proposer {proposer.name} failed ({failures}/{MAX_PROPOSER_FAILURES}): {e}")
                 if failures >= MAX_PROPOSER_FAILURES:
                     raise
@@ -421,6 +452,39 @@ class Researcher:
             proposer.observe(proposal, rows)
             done += 1
         return done
+
+    def _record_failed_proposal(self, error: ProposerError, proposer: str, parent: str) -> None:
+        """A proposal that never became a run: an `invalid` row (with what it cost), its files kept."""
+        stamp = now()
+        kept = keep_failed_proposal(self.ws, stamp.replace(":", "").replace("-", "").replace("+0000", "Z"))
+        flags = f"files in {kept.relative_to(self.ws.root)}" if kept else ""
+        message = " ".join(str(error).split())
+        self._record([Row(
+            commit=parent, val_bpb=None, memory_gb=None, status="invalid",
+            description=error.description or "(no proposal)", kind="experiment", parent=parent[:7], proposer=proposer,
+            timestamp=stamp, rule="proposal-failed", reason=message[:300], flags=flags, fingerprint=self.fingerprint,
+            cost_usd=error.cost_usd or None, tokens=error.tokens or None,
+        )])
+
+
+@dataclass
+class Spent:
+    """What the proposer spent in one `loop` call."""
+
+    tokens: int = 0
+    cost_usd: float = 0.0
+
+    def add(self, tokens: int, cost_usd: float) -> None:
+        self.tokens += tokens
+        self.cost_usd += cost_usd
+
+    def reached(self, max_cost: float | None, max_tokens: int | None) -> str:
+        """Which cap is reached, in words; empty when none."""
+        if max_cost is not None and self.cost_usd >= max_cost:
+            return f"cost cap reached ({self.cost_usd:.4f} USD spent, --max-cost {max_cost:g})"
+        if max_tokens is not None and self.tokens >= max_tokens:
+            return f"token cap reached ({self.tokens} tokens spent, --max-tokens {max_tokens})"
+        return ""
 
 
 def _read_state(ws: Workspace) -> Pending | None:

@@ -35,6 +35,8 @@ class Summary:
     simplifications: int = 0  # kept because train.py got simpler at an equal result
     complexity: int | None = None  # syntax-tree nodes of the best's train.py
     baseline_complexity: int | None = None
+    tokens: int = 0  # LLM tokens of the proposals, failed ones included
+    paid_proposals: int = 0  # proposals with a cost or tokens recorded
 
     @property
     def gain(self) -> float | None:
@@ -122,6 +124,7 @@ def summarize(rows: list[Row], min_noise: float = 0.0) -> Summary:
         cost_usd=sum(costs) if costs else None, frontier=tuple(frontier),
         simplifications=sum(r.rule == "simplification" for r in kept),
         complexity=best_row.complexity if best_row is not None else base_nodes, baseline_complexity=base_nodes,
+        tokens=sum(r.tokens or 0 for r in rows), paid_proposals=sum(1 for r in rows if r.cost_usd or r.tokens),
     )
 
 
@@ -150,7 +153,11 @@ def headline(s: Summary, settings: Settings | None = None) -> list[tuple[str, st
         since = (f" ({s.complexity - s.baseline_complexity:+d} since the baseline)"
                  if s.baseline_complexity is not None else "")
         lines.append(("train.py", f"{s.complexity} syntax-tree nodes{since}"))
-    lines.append(("cost", f"${s.cost_usd:.2f}" if s.cost_usd is not None else "none recorded (offline proposer)"))
+    if s.paid_proposals:
+        lines.append(("cost", f"${s.cost_usd or 0:.4f}, {s.tokens:,} tokens over {s.paid_proposals} proposals "
+                              f"(${(s.cost_usd or 0) / s.paid_proposals:.4f} each)"))
+    else:
+        lines.append(("cost", "none recorded (offline proposer)"))
     if settings is not None:
         lines.append(("rule", rule_text(settings, s.sigma)))
     return lines
@@ -170,14 +177,17 @@ def render(rows: list[Row], settings: Settings | None, last: int = 12) -> None:
         head.add_row(label, text)
     console.print(head)
     table = Table(title=f"last {min(last, len(rows))} runs", title_justify="left")
-    for col in ("run", "commit", "val_bpb", "gain", "nodes", "memory", "status", "description", "why"):
+    paid = any(r.cost_usd or r.tokens for r in rows[-last:])
+    for col in ("run", "commit", "val_bpb", "gain", "nodes", "memory", "status", "description", "why") + (
+            ("tokens", "USD") if paid else ()):
         table.add_column(col, overflow="fold")
     for r in rows[-last:]:
         table.add_row(r.run_id, r.short, f"{r.val_bpb:.6f}" if r.val_bpb is not None else "-",
                       f"{r.gain:+.4f}" if r.gain is not None else "",
                       f"{r.complexity_delta:+d}" if r.complexity_delta is not None else "",
                       f"{r.memory_delta:+.2f} GB" if r.memory_delta is not None else "",
-                      f"[{STATUS_COLOURS.get(r.status, 'white')}]{r.status}[/]", r.description, r.why)
+                      f"[{STATUS_COLOURS.get(r.status, 'white')}]{r.status}[/]", r.description, r.why,
+                      *((f"{r.tokens:,}" if r.tokens else "", f"{r.cost_usd:.4f}" if r.cost_usd else "") if paid else ()))
     console.print(table)
 
 

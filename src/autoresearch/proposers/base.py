@@ -8,6 +8,7 @@ the outcome (`observe`), so it can learn from every result, crashes included.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -18,6 +19,8 @@ from autoresearch.settings import Settings
 from autoresearch.workspace import Workspace
 
 PROPOSAL_FILE = "proposal.json"  # in each run folder: what was proposed, by whom
+PROPOSAL_DIR = "proposal"  # under the workspace's .autoresearch/: what the proposer leaves for the run folder
+FAILED_DIR = "failed"  # under runs/: what failed proposals left behind, one folder each
 
 
 @dataclass(frozen=True)
@@ -66,3 +69,49 @@ def load_proposal(run_dir: Path) -> tuple[Proposal, str] | None:
     data = json.loads(path.read_text())
     proposer = data.pop("proposer", "")
     return Proposal(**data), proposer
+
+
+# --- what a proposal leaves behind (the prompt a model saw, its replies, an agent's log) --------
+
+
+def proposal_dir(ws: Workspace) -> Path:
+    """Where a proposer writes the files that go into the run folder with its proposal."""
+    return ws.state_dir / PROPOSAL_DIR
+
+
+def clear_proposal_files(ws: Workspace) -> None:
+    """Forget the files of the last proposal (it was decided, dropped or recorded as failed)."""
+    folder = proposal_dir(ws)
+    if folder.exists():
+        shutil.rmtree(folder)
+
+
+def begin_proposal(ws: Workspace) -> Path:
+    """An empty proposal folder for a new proposal."""
+    clear_proposal_files(ws)
+    folder = proposal_dir(ws)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def copy_proposal_files(ws: Workspace, run_dir: Path) -> None:
+    """Copy the current proposal's files (if any) into a run folder."""
+    folder = proposal_dir(ws)
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and not (run_dir / path.name).exists():
+            shutil.copyfile(path, run_dir / path.name)
+
+
+def keep_failed_proposal(ws: Workspace, stamp: str) -> Path | None:
+    """Move the files of a proposal that never became a run to runs/failed/<stamp>/; its path."""
+    folder = proposal_dir(ws)
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return None
+    dest = ws.runs_dir / FAILED_DIR / stamp
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.move(str(folder), str(dest))
+    return dest

@@ -72,7 +72,7 @@ def state(folder: Path) -> dict:
         "number": r.number, "run_id": r.row.run_id, "commit": r.row.commit, "val_bpb": r.row.val_bpb,
         "memory_gb": r.row.memory_gb, "status": r.row.status, "kind": r.row.kind, "description": r.row.description,
         "gain": r.row.gain, "best": r.best, "improved": r.improved, "timestamp": r.row.timestamp,
-        "proposer": r.row.proposer, "rule": r.row.rule,
+        "proposer": r.row.proposer, "rule": r.row.rule, "why": r.row.why,
     } for r in research.records]
     baseline = research.baseline_record()
     best = next((r for r in reversed(research.records) if r.improved), None)

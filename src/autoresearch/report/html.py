@@ -153,8 +153,8 @@ def _article(rec: RunRecord, research: Research, diff: str | None, baseline: Run
     facts: list[tuple[str, str]] = [("val_bpb", escape(_f(row.val_bpb)))]
     if _gain(rec) is not None:
         facts.append(("gain", escape(f"{_signed(_gain(rec))} against the best before it ({_f(rec.best_before)})")))
-    if row.rule:
-        facts.append(("decision", escape(row.rule)))
+    if row.why:
+        facts.append(("decision", escape(row.why)))
     built_on = introduced.get(row.parent) if row.parent else None
     if row.parent:
         target = f"<a href=\"#{built_on.anchor}\">{escape(row.parent)}</a>" if built_on else escape(row.parent)

@@ -1,0 +1,339 @@
+"""`cmd`: a coding-agent CLI, run headless in the workspace, makes each change to train.py.
+
+Presets run the agents' documented non-interactive modes, allowed to edit files but not asked to
+run anything:
+
+    claude    claude -p PROMPT --permission-mode acceptEdits
+    codex     codex exec --full-auto --skip-git-repo-check PROMPT
+    aider     aider --message-file PROMPT_FILE --yes-always --no-auto-commits ... train.py proposal.md
+    gemini    gemini -p PROMPT --approval-mode auto_edit
+    opencode  opencode run PROMPT
+
+(`--model M` is passed on when a model is configured.) A custom `--command TEMPLATE` is split
+like a shell line and its placeholders replaced in each word: {prompt} (the prompt text, one
+argument), {prompt_file}, {workspace}, {description_file}, {proposal_dir}, {model}, and
+{model_args} (a word of its own: the preset's model flag and the model, or nothing).
+
+Conventions for the agent (the prompt states them):
+- change `train.py` only; the harness runs the experiment after the agent exits;
+- describe the change in `proposal.md` in the workspace (`Description: <one line>`, optionally
+  `Hypothesis:` and `Notes:`), or else make `Description: <one line>` the last line it prints:
+  the last non-empty output line is the description when the file is missing.
+
+Containment: the agent runs in its own process group with the environment marker the harness
+uses for runs; at `agent_timeout` (and after it exits) the whole group, and every process that
+carries the marker, is ended. Whatever it changed beyond train.py is discarded and reported:
+fixed files, the ledger, git refs and HEAD (a commit it made is undone, its train.py kept),
+harness code, other tracked files, new files. A dead agent (non-zero exit, timeout, no change,
+train.py that does not compile) is a `ProposerError`: the loop logs it, records it as `invalid`
+and moves on, with the agent's log kept in `runs/failed/`.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autoresearch import guard, processes
+from autoresearch.errors import ProposerError, SettingsError
+from autoresearch.ledger import Row
+from autoresearch.proposers import context
+from autoresearch.proposers.base import Context, Proposal, begin_proposal
+from autoresearch.proposers.config import ProposerConfig
+from autoresearch.proposers.edits import EditError, check_syntax, parse_reply
+from autoresearch.proposers.llm import outcome_text
+from autoresearch.proposers.notes import Notes
+from autoresearch.workspace import NOTES_FILE, TRAIN_FILE, Workspace
+
+DESCRIPTION_FILE = "proposal.md"  # in the workspace root, written by the agent, read and removed by the harness
+PROMPT_FILE = "prompt.md"
+LOG_FILE = "agent.log"
+MAX_DESCRIPTION = 200
+
+
+@dataclass(frozen=True)
+class AgentPreset:
+    name: str
+    template: tuple[str, ...]
+    model_flag: str = "--model"
+
+
+AGENTS: dict[str, AgentPreset] = {
+    "claude": AgentPreset("claude", ("claude", "-p", "{prompt}", "{model_args}", "--permission-mode", "acceptEdits")),
+    "codex": AgentPreset("codex", ("codex", "exec", "{model_args}", "--full-auto", "--skip-git-repo-check", "{prompt}")),
+    "aider": AgentPreset("aider", (
+        "aider", "{model_args}", "--message-file", "{prompt_file}", "--yes-always", "--no-auto-commits",
+        "--no-dirty-commits", "--no-gitignore", "--no-check-update", "--no-stream", "--no-pretty", "--map-tokens", "0",
+        "--chat-history-file", "{proposal_dir}/aider.chat.md", "--input-history-file", "{proposal_dir}/aider.input",
+        TRAIN_FILE, DESCRIPTION_FILE)),
+    "gemini": AgentPreset("gemini", ("gemini", "{model_args}", "-p", "{prompt}", "--approval-mode", "auto_edit")),
+    "opencode": AgentPreset("opencode", ("opencode", "run", "{model_args}", "{prompt}")),
+}
+
+INSTRUCTIONS = """\
+# Your task: one experiment
+
+You are the proposer of an autonomous research loop, working in the workspace {workspace}.
+Make ONE change to `train.py` that you expect to lower val_bpb (validation bits per byte) within
+the fixed training budget, then exit. The harness then commits your change, trains and evaluates
+it with its own code, records the result in results.tsv, and keeps or discards the commit.
+
+Rules for this step (the harness enforces them):
+- Edit only `train.py`. Changes to any other file (prepare.py, autoresearch.toml, program.md,
+  results.tsv, new files...) are discarded. Do not commit: the harness does.
+- Do not run training, `python train.py` or `autoresearch run/loop`: the harness runs the
+  experiment after you exit. Reading files and quick checks (e.g. `python -m py_compile train.py`)
+  are fine.
+- No new packages. You have {timeout:g} seconds; then you are stopped and the change is lost.
+- Read `program.md` (the brief) and `notes.md` (notes of earlier experiments) before deciding;
+  do not retry what failed or was discarded unless you change why.
+
+When done, write the file `{description_file}` in the workspace with:
+
+Description: <one line: what you changed and why>
+Hypothesis: <what you expect to happen to val_bpb, and why>
+Notes: <optional: what to remember for later experiments>
+
+If you cannot write that file, make the last line you print `Description: <one line>`.
+
+The state of the research follows.
+"""
+
+
+@dataclass(frozen=True)
+class AgentRun:
+    exit_code: int | None
+    timed_out: bool
+    seconds: float
+    ended_processes: int  # processes still alive after the agent ended (killed)
+
+
+def expand(template: list[str] | tuple[str, ...], values: dict[str, str], model_args: list[str]) -> list[str]:
+    """Replace the placeholders in each word; {model_args} alone in a word expands to 0+ words."""
+    argv: list[str] = []
+    for word in template:
+        if word == "{model_args}":
+            argv.extend(model_args)
+            continue
+        for key, value in values.items():
+            word = word.replace("{" + key + "}", value)
+        argv.append(word)
+    return argv
+
+
+def command_for(config: ProposerConfig, values: dict[str, str]) -> list[str]:
+    """The agent's argv from the custom template or the preset."""
+    if config.command:
+        try:
+            template = shlex.split(config.command)
+        except ValueError as e:
+            raise SettingsError(f"--command {config.command!r} is not a valid command line: {e}") from None
+        model_args = ["--model", config.model] if config.model else []
+        if not template:
+            raise SettingsError("--command is empty")
+        return expand(template, values, model_args)
+    if not config.agent:
+        raise SettingsError(f"the cmd proposer needs --agent ({', '.join(AGENTS)}) or --command TEMPLATE")
+    preset = AGENTS.get(config.agent)
+    if preset is None:
+        raise SettingsError(f"unknown agent {config.agent!r}; presets: {', '.join(AGENTS)}, or use --command TEMPLATE")
+    model_args = [preset.model_flag, config.model] if config.model else []
+    return expand(preset.template, values, model_args)
+
+
+def run_agent(argv: list[str], cwd: Path, timeout: float, log_path: Path) -> AgentRun:
+    """Run the agent in its own process group, output to `log_path`; end everything it started."""
+    marker = f"agent-{uuid.uuid4().hex[:12]}"
+    env = {**os.environ, processes.ENV_RUN_ID: marker}
+    started = time.monotonic()
+    with open(log_path, "ab") as out:
+        try:
+            proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    env=env, start_new_session=True)
+        except FileNotFoundError:
+            raise ProposerError(f"agent command {argv[0]!r} was not found: install it, or give the full path in "
+                                "--command") from None
+        except PermissionError:
+            raise ProposerError(f"agent command {argv[0]!r} is not executable") from None
+        except OSError as e:  # e.g. E2BIG: an argument longer than the system allows
+            raise ProposerError(f"agent command {argv[0]!r} could not start ({e}); if the prompt is too long for a "
+                                "command-line argument, lower agent_context_tokens or pass {prompt_file}") from None
+        timed_out = False
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            processes.kill_group(proc.pid)
+            proc.wait()
+        except BaseException:  # Ctrl-C of the loop: the agent, in its own session, did not get it
+            processes.kill_group(proc.pid)
+            proc.wait()
+            raise
+    leftovers = processes.run_processes(marker, proc.pid, set())
+    if leftovers:
+        processes.kill_all(leftovers)
+    processes.reap_orphans(set())
+    return AgentRun(None if timed_out else proc.returncode, timed_out, time.monotonic() - started, len(leftovers))
+
+
+# --- containment -----------------------------------------------------------------------------
+
+
+def _ignored_files(ws: Workspace) -> set[str]:
+    out = ws.git.run("ls-files", "--others", "--ignored", "--exclude-standard")
+    return {p for p in out.splitlines() if p}
+
+
+def contain(ws: Workspace, before: guard.Snapshot, ignored_before: set[str], keep: set[str]) -> list[str]:
+    """Undo everything the agent changed except train.py (and `keep`); what was undone, in words."""
+    found = guard.changes(before, ws)
+    train = ws.train_py.read_bytes() if ws.train_py.exists() else None
+    if found:
+        guard.restore(before, ws)  # fixed files, ledger, refs, HEAD, harness code; resets the tree
+        if train is not None:
+            ws.train_py.write_bytes(train)
+    git = ws.git
+    tracked = [p for p in git.run("diff", "--name-only", "HEAD").splitlines() if p and p != TRAIN_FILE]
+    if tracked:
+        git.run("checkout", "HEAD", "--", *tracked)
+        found.extend(f"{p} was modified (restored)" for p in tracked)
+    untracked = [p for p in git.run("ls-files", "--others", "--exclude-standard").splitlines() if p and p not in keep]
+    ignored_after = _ignored_files(ws)
+    new_ignored = [p for p in sorted(ignored_after - ignored_before - keep) if _watched(p)]
+    for p in untracked + new_ignored:
+        _remove(ws.root, p)
+        found.append(f"{p} was created (deleted)")
+    gone = [p for p in sorted(ignored_before - ignored_after) if _watched(p) and not (ws.root / p).exists()]
+    found.extend(f"{p} was deleted (untracked: it cannot be restored)" for p in gone)
+    return found
+
+
+def _watched(path: str) -> bool:
+    """Untracked files whose appearance or loss is reported (not the proposer's own, nor caches)."""
+    return "__pycache__/" not in path and path != NOTES_FILE and not path.startswith(".autoresearch/")
+
+
+def _remove(root: Path, relative: str) -> None:
+    """Delete a file, then its parent folders that it leaves empty."""
+    path = root / relative
+    path.unlink(missing_ok=True)
+    for parent in path.parents:
+        if parent == root or root not in parent.parents:
+            break
+        try:
+            parent.rmdir()
+        except OSError:  # not empty
+            break
+
+
+def read_description(ws: Workspace, log_path: Path, agent: str) -> tuple[str, str, str]:
+    """(description, hypothesis, notes) from the agent's proposal.md, else its last output line."""
+    path = ws.root / DESCRIPTION_FILE
+    if path.exists():
+        text = path.read_text(encoding="utf-8", errors="replace")
+        path.unlink()
+        try:
+            reply = parse_reply(text)
+            return reply.description, reply.hypothesis, reply.notes
+        except EditError:
+            first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+            if first:
+                return first[:MAX_DESCRIPTION], "", ""
+    try:
+        output = log_path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        output = ""
+    lines = [ln.strip() for ln in output.replace("\r", "\n").splitlines() if ln.strip()]
+    if lines:
+        last = lines[-1]
+        for prefix in ("description:", "**description:**"):
+            if last.lower().startswith(prefix):
+                last = last[len(prefix):].strip()
+        if last:
+            return last[:MAX_DESCRIPTION], "", ""
+    return f"change by {agent} (it gave no description)", "", ""
+
+
+# --- the proposer ----------------------------------------------------------------------------
+
+
+@dataclass
+class CmdProposer:
+    config: ProposerConfig
+    log: Callable[[str], None] = print
+    name: str = field(default="cmd", init=False)
+    _ws: Workspace | None = field(default=None, init=False, repr=False)
+    _counter: context.TokenCounter | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        command_for(self.config, {})  # refuse a bad preset or template before the loop starts
+
+    @property
+    def agent(self) -> str:
+        return self.config.agent if not self.config.command else "custom command"
+
+    def propose(self, ctx: Context) -> Proposal:
+        ws = self._ws = ctx.ws
+        folder = begin_proposal(ws)
+        prompt_file, log_file = folder / PROMPT_FILE, folder / LOG_FILE
+        notes = Notes(ws.notes_path)
+        if self._counter is None:
+            self._counter = context.token_counter(self.config.token_encoding, ctx.settings)
+        instructions = INSTRUCTIONS.format(workspace=ws.root, timeout=self.config.agent_timeout,
+                                           description_file=DESCRIPTION_FILE)
+        state = context.build(ctx, notes.read(), self._counter, self.config.agent_context_tokens, include_train=False,
+                              reserved=self._counter.count(instructions))
+        prompt = f"{instructions}\n{state.text}\n"
+        prompt_file.write_text(prompt, encoding="utf-8")
+        values = {"prompt": prompt, "prompt_file": str(prompt_file), "workspace": str(ws.root),
+                  "description_file": DESCRIPTION_FILE, "model": self.config.model, "proposal_dir": str(folder)}
+        argv = command_for(self.config, values)
+        (ws.root / DESCRIPTION_FILE).unlink(missing_ok=True)
+        before = guard.take(ws)
+        ignored_before = _ignored_files(ws)
+        shown = [a if a != prompt else "{prompt}" for a in argv]
+        log_file.write_text(f"$ {shlex.join(shown)}\n", encoding="utf-8")
+        self.log(f"  {self.agent}: running (time limit {self.config.agent_timeout:g} s)")
+        run = run_agent(argv, ws.root, self.config.agent_timeout, log_file)
+        description, hypothesis, agent_notes = read_description(ws, log_file, self.agent)
+        discarded = contain(ws, before, ignored_before, keep={DESCRIPTION_FILE})
+        if discarded:
+            self.log(f"  {self.agent}: discarded changes beyond train.py: {'; '.join(discarded)}")
+        if run.ended_processes:
+            discarded.append(f"{run.ended_processes} process(es) it left running were ended")
+        self._check(run, ctx, description, discarded)
+        notes.record_proposal(self.name, description, hypothesis, agent_notes)
+        params = {"agent": self.agent, "command": shlex.join(shown), "seconds": round(run.seconds, 1),
+                  "exit_code": run.exit_code}
+        if discarded:
+            params["discarded"] = discarded
+        return Proposal(description=description, hypothesis=hypothesis, params=params)
+
+    def _check(self, run: AgentRun, ctx: Context, description: str, discarded: list[str]) -> None:
+        where = "its output is in the proposal's agent.log"
+        extra = f" (also discarded: {'; '.join(discarded)})" if discarded else ""
+        if run.timed_out:
+            raise ProposerError(f"{self.agent} did not finish within agent_timeout {self.config.agent_timeout:g} s and "
+                                f"was stopped with everything it started; {where}{extra}", description=description)
+        if run.exit_code != 0:
+            raise ProposerError(f"{self.agent} exited with code {run.exit_code}; {where}{extra}", description=description)
+        if not ctx.ws.train_py.exists():
+            raise ProposerError(f"{self.agent} deleted train.py; {where}{extra}", description=description)
+        source = ctx.ws.train_py.read_text(encoding="utf-8", errors="replace")
+        if source == ctx.best_source:
+            raise ProposerError(f"{self.agent} made no change to train.py; {where}{extra}", description=description)
+        try:
+            check_syntax(source)
+        except EditError as e:
+            raise ProposerError(f"{self.agent} left a train.py that does not compile: {e}", description=description) from None
+
+    def observe(self, proposal: Proposal, rows: list[Row]) -> None:
+        if self._ws is None or not rows:
+            return
+        Notes(self._ws.notes_path).record_outcome(proposal.description, outcome_text(rows))

@@ -1,0 +1,151 @@
+"""The `cmd` proposer with small scripted agent executables (real subprocesses)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+from autoresearch import hparams
+from autoresearch.errors import ProposerError, SettingsError
+from autoresearch.ledger import Ledger
+from autoresearch.proposers.base import Context, proposal_dir
+from autoresearch.proposers.cmd import AGENTS, CmdProposer, command_for
+from autoresearch.proposers.config import ProposerConfig
+
+AGENT = textwrap.dedent('''\
+    import os, pathlib, subprocess, sys, time
+    workspace, prompt_file, mode = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.argv[3]
+    prompt = prompt_file.read_text()
+    assert "Edit only `train.py`" in prompt and "# The research so far" in prompt, prompt[:500]
+    train = workspace / "train.py"
+    def bump():
+        train.write_text(train.read_text().replace("MATRIX_LR = 0.04", "MATRIX_LR = 0.05", 1))
+    print("agent starting in", workspace)
+    if mode == "edit":
+        bump()
+        (workspace / "proposal.md").write_text(
+            "Description: raise the matrix lr\\nHypothesis: faster learning\\nNotes: lr 0.04 is the baseline's\\n")
+    elif mode == "sprawl":
+        bump()
+        (workspace / "prepare.py").write_text("EVIL = 1\\n")
+        (workspace / "stray.txt").write_text("left behind\\n")
+        (workspace / "scratch").mkdir()
+        (workspace / "scratch" / "notes.txt").write_text("x\\n")
+        with open(workspace / "results.tsv", "a") as f:
+            f.write("forged\\trow\\n")
+        (workspace / "runs" / "0001" / "train.log").unlink()
+        subprocess.run(["git", "-c", "user.name=a", "-c", "user.email=a@b", "commit", "-qam", "agent commit"],
+                       cwd=workspace, check=True)
+        print("Description: lr up, and some things I should not have done")
+    elif mode == "hang":
+        bump()
+        pids = [subprocess.Popen(["sleep", "600"]).pid,
+                subprocess.Popen(["setsid", "sleep", "600"]).pid, os.getpid()]
+        (workspace.parent / "pids.txt").write_text(" ".join(map(str, pids)))
+        time.sleep(600)
+    elif mode == "fail":
+        bump()
+        print("error: out of credits", file=sys.stderr)
+        sys.exit(3)
+    elif mode == "broken":
+        train.write_text(train.read_text().replace("MATRIX_LR = 0.04", "MATRIX_LR = (0.05", 1))
+    elif mode == "idle":
+        print("I looked around and changed nothing")
+''')
+
+
+def make_context(ws) -> Context:
+    return Context(ws=ws, settings=ws.settings(), ledger=Ledger.open(ws.ledger_path), best_commit=ws.git.head(),
+                   best_source=ws.train_py.read_text(), best_bpb=None, sigma=0.005)
+
+
+def proposer_for(tmp_path, mode: str, timeout: float = 60.0, logs: list[str] | None = None) -> CmdProposer:
+    agent = tmp_path / "agent.py"
+    agent.write_text(AGENT)
+    command = f"{shlex.quote(sys.executable)} {shlex.quote(str(agent))} {{workspace}} {{prompt_file}} {mode}"
+    config = ProposerConfig(name="cmd", command=command, agent_timeout=timeout)
+    return CmdProposer(config, log=(logs if logs is not None else []).append)
+
+
+def test_an_agent_that_edits_train_py(make_workspace, tmp_path):
+    ws = make_workspace()
+    proposal = proposer_for(tmp_path, "edit").propose(make_context(ws))
+    assert hparams.read_block(ws.train_py.read_text())["MATRIX_LR"].value == 0.05
+    assert (proposal.description, proposal.hypothesis) == ("raise the matrix lr", "faster learning")
+    assert proposal.params["exit_code"] == 0 and "discarded" not in proposal.params
+    assert ws.git.changed_since("HEAD") == ["train.py"]  # proposal.md was read and removed
+    assert "lr 0.04 is the baseline's" in ws.notes_path.read_text()
+    log = (proposal_dir(ws) / "agent.log").read_text()
+    assert "agent starting in" in log and log.startswith("$ ") and "prompt.md" in log
+
+
+def test_changes_beyond_train_py_are_discarded_and_reported(make_workspace, tmp_path):
+    ws = make_workspace()
+    (ws.runs_dir / "0001").mkdir(parents=True)
+    (ws.runs_dir / "0001" / "train.log").write_text("an earlier run\n")
+    head = ws.git.head()
+    ledger_before = ws.ledger_path.read_bytes() if ws.ledger_path.exists() else None
+    logs: list[str] = []
+    proposal = proposer_for(tmp_path, "sprawl", logs=logs).propose(make_context(ws))
+    assert proposal.description == "lr up, and some things I should not have done"  # its last output line
+    assert hparams.read_block(ws.train_py.read_text())["MATRIX_LR"].value == 0.05  # kept
+    assert ws.git.head() == head and ws.git.changed_since(head) == ["train.py"]  # its commit undone
+    assert (ws.root / "prepare.py").read_text().startswith('"""Fixed harness API')
+    assert not (ws.root / "stray.txt").exists() and not (ws.root / "scratch").exists()
+    assert (ws.ledger_path.read_bytes() if ws.ledger_path.exists() else None) == ledger_before
+    discarded = " | ".join(proposal.params["discarded"])
+    for what in ("prepare.py was modified", "results.tsv was", "git HEAD moved", "stray.txt was created (deleted)",
+                 "scratch/notes.txt was created (deleted)", "runs/0001/train.log was deleted (untracked: it cannot"):
+        assert what in discarded, discarded
+    assert any("discarded changes beyond train.py" in m and "prepare.py" in m for m in logs)
+
+
+def test_a_hung_agent_is_killed_at_its_limit_with_everything_it_started(make_workspace, tmp_path):
+    ws = make_workspace()
+    started = time.monotonic()
+    with pytest.raises(ProposerError, match="did not finish within agent_timeout 3 s"):
+        proposer_for(tmp_path, "hang", timeout=3).propose(make_context(ws))
+    assert time.monotonic() - started < 20
+    pids = [int(p) for p in (ws.root.parent / "pids.txt").read_text().split()]
+    time.sleep(0.2)
+    alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert alive == []
+
+
+@pytest.mark.parametrize("mode, message", [
+    ("fail", "exited with code 3"),
+    ("idle", "made no change to train.py"),
+    ("broken", "left a train.py that does not compile"),
+])
+def test_a_dead_agent_is_a_clear_error(make_workspace, tmp_path, mode, message):
+    ws = make_workspace()
+    with pytest.raises(ProposerError, match=message):
+        proposer_for(tmp_path, mode).propose(make_context(ws))
+    with pytest.raises(ProposerError, match="agent command 'no-such-agent-xyz' was not found"):
+        CmdProposer(ProposerConfig(name="cmd", command="no-such-agent-xyz {prompt}")).propose(make_context(ws))
+
+
+def test_presets_and_templates():
+    values = {"prompt": "DO IT", "prompt_file": "/w/.autoresearch/proposal/prompt.md", "workspace": "/w",
+              "description_file": "proposal.md", "model": "", "proposal_dir": "/w/.autoresearch/proposal"}
+    argv = {name: command_for(ProposerConfig(name="cmd", agent=name), values) for name in AGENTS}
+    assert argv["claude"] == ["claude", "-p", "DO IT", "--permission-mode", "acceptEdits"]
+    assert argv["codex"] == ["codex", "exec", "--full-auto", "--skip-git-repo-check", "DO IT"]
+    assert argv["gemini"] == ["gemini", "-p", "DO IT", "--approval-mode", "auto_edit"]
+    assert argv["opencode"] == ["opencode", "run", "DO IT"]
+    assert argv["aider"][:3] == ["aider", "--message-file", "/w/.autoresearch/proposal/prompt.md"]
+    assert argv["aider"][-2:] == ["train.py", "proposal.md"] and "--no-auto-commits" in argv["aider"]
+    with_model = command_for(ProposerConfig(name="cmd", agent="codex", model="o4-mini"), values)
+    assert with_model[:4] == ["codex", "exec", "--model", "o4-mini"]
+    custom = command_for(ProposerConfig(name="cmd", command="my-agent --in '{prompt_file}' --cwd={workspace} {model_args}",
+                                        model="m1"), values)
+    assert custom == ["my-agent", "--in", "/w/.autoresearch/proposal/prompt.md", "--cwd=/w", "--model", "m1"]
+    with pytest.raises(SettingsError, match="unknown agent 'cursor'"):
+        command_for(ProposerConfig(name="cmd", agent="cursor"), values)
+    with pytest.raises(SettingsError, match="needs --agent"):
+        CmdProposer(ProposerConfig(name="cmd"))
