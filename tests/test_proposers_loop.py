@@ -178,4 +178,4 @@ def test_cli_loop_with_a_hosted_style_endpoint_end_to_end(make_workspace, monkey
     assert "KEY SEEN BY THE RUN: None" in (run / "train.log").read_text()
     assert files_holding(ws.root, SECRET) == [] and SECRET not in out
     assert main(["status"]) == 0
-    assert "LLM spend" in capsys.readouterr().out
+    assert "tokens over 1 proposal (" in capsys.readouterr().out  # the cost line of the summary

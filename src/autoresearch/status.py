@@ -154,7 +154,8 @@ def headline(s: Summary, settings: Settings | None = None) -> list[tuple[str, st
                  if s.baseline_complexity is not None else "")
         lines.append(("train.py", f"{s.complexity} syntax-tree nodes{since}"))
     if s.paid_proposals:
-        lines.append(("cost", f"${s.cost_usd or 0:.4f}, {s.tokens:,} tokens over {s.paid_proposals} proposals "
+        lines.append(("cost", f"${s.cost_usd or 0:.4f}, {s.tokens:,} tokens over {s.paid_proposals} "
+                              f"proposal{'s' if s.paid_proposals != 1 else ''} "
                               f"(${(s.cost_usd or 0) / s.paid_proposals:.4f} each)"))
     else:
         lines.append(("cost", "none recorded (offline proposer)"))
