@@ -71,15 +71,21 @@ VARIANTS = {
         "import subprocess as _sp\n_sp.Popen(['setsid', 'sleep', '600'])"), "invalid"),
     "asks the loader for the validation split": (replace(LOADER, LOADER.replace('"train"', '"val"')), "crash"),
     "hangs": (before("while True:\n    pass"), "timeout"),
+    "kills the harness's evaluator": (before(
+        "import os as _os, psutil as _ps\n"
+        "for _p in _ps.Process(_os.getppid()).children():\n"
+        "    if 'autoresearch.evaluator' in ' '.join(_p.cmdline()):\n"
+        "        _p.kill()"), "ok"),
     "harness API abuse: patches the exporter": (before(
         "import autoresearch.handover as _h\n_h.hand_over = lambda *a, **k: None"), "crash"),
 }
 
 
 def tree_hash(root: Path) -> str:
+    """The package's source files (bytecode caches come and go with imports)."""
     h = hashlib.sha256()
     for p in sorted(root.rglob("*")):
-        if p.is_file():
+        if p.is_file() and "__pycache__" not in p.parts:
             h.update(p.as_posix().encode() + p.read_bytes())
     return h.hexdigest()
 
@@ -129,6 +135,8 @@ def test_red_team_variant(red_ws, name):
     if name == "forges a ledger row and commits":
         assert "results.tsv was modified" in result.error and "HEAD moved" in result.error
         assert "forged" not in red_ws.git.run("tag")
+    if name == "kills the harness's evaluator":  # a fresh one evaluates, after the run
+        assert any("evaluator started with the run had died" in f for f in result.flags)
     if name == "leaves a detached child running":
         assert "left 1 process(es) running (sleep)" in result.error
 

@@ -9,8 +9,10 @@
 4. After train.py exits: end every process of the run (the group, and any that left it); check
    that the fixed files, the ledger, the git state and the harness code are as before (otherwise
    `invalid`, and they are restored); remove files the run left in the working tree.
-5. Evaluate the handed-over model in a fresh process (evaluator.py). Its val_bpb is the result;
-   what train.py printed is compared with it and only flags the run when they differ.
+5. Evaluate the handed-over model in a process of the harness's own (evaluator.py), started
+   with train.py so that it is ready (torch imported, data verified and in memory) when train.py
+   exits; should it have died (train.py may kill it), a fresh one is started. Its val_bpb is the
+   result; what train.py printed is compared with it and only flags the run when they differ.
 
 The outcome is `ok`, `crash`, `timeout` or `invalid`; the loop turns `ok` into keep/discard.
 """
@@ -108,6 +110,18 @@ def tail(text: str, n_lines: int = 40) -> str:
     return "\n".join(line for line in lines[-n_lines:])
 
 
+def _last_json_line(text: str) -> dict | None:
+    """The evaluator's result: the last line of its stdout that is a JSON object."""
+    for line in reversed(text.splitlines()):
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -123,6 +137,8 @@ class _Attempt:
     model_sha256: str | None = None
     device: str = "cpu"
     autocast: str | None = None
+    evaluator: subprocess.Popen | None = None  # started with train.py, waiting for the model
+    scratch: Path | None = None  # the evaluator's working folder
 
 
 @dataclass
@@ -147,11 +163,15 @@ class Runner:
         result = RunResult(run_id=run_id, commit=commit, outcome="ok", started=now())
         attempt = _Attempt(run_dir, result)
         before = guard.take(self.ws, package=self.package)
-        self._train(attempt)
-        self._contain(attempt, before)
-        (run_dir / MODEL_FILE).unlink(missing_ok=True)  # train.py's own export; the copy is what counts
-        if result.outcome in ("ok", "timeout") and result.handover_seconds is not None and not result.error:
-            self._evaluate(attempt)
+        try:
+            self._start_evaluator(attempt)
+            self._train(attempt)
+            self._contain(attempt, before)
+            (run_dir / MODEL_FILE).unlink(missing_ok=True)  # train.py's own export; the copy is what counts
+            if result.outcome in ("ok", "timeout") and result.handover_seconds is not None and not result.error:
+                self._evaluate(attempt)
+        finally:
+            self._stop_evaluator(attempt)
         result.ended = now()
         result.save(run_dir)
         return result
@@ -178,7 +198,7 @@ class Runner:
             )
             os.close(write_fd)
             attempt.group = proc.pid
-            attempt.known = {proc.pid}
+            attempt.known.add(proc.pid)
             buffer = b""
             sel = selectors.DefaultSelector()
             sel.register(read_fd, selectors.EVENT_READ)
@@ -286,38 +306,68 @@ class Runner:
 
     # --- 5: the harness's own evaluation ----------------------------------------------------
 
+    def _evaluator_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AUTORESEARCH_RUN")}
+        env.update(self.extra_env)
+        return env
+
+    def _start_evaluator(self, attempt: _Attempt) -> None:
+        """Start the evaluator with the run, so that it is ready when train.py exits. Spec, order
+        and result pass through its pipes; it is the harness's process, not the run's (`known`)."""
+        attempt.scratch = Path(tempfile.mkdtemp(prefix="autoresearch-eval-"))
+        with open(attempt.scratch / "stderr.txt", "wb") as err:
+            proc = subprocess.Popen(
+                [self.python, "-I", "-m", "autoresearch.evaluator", "--serve"], cwd=attempt.scratch,
+                env=self._evaluator_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
+                start_new_session=True,
+            )
+        attempt.evaluator = proc
+        attempt.known.add(proc.pid)
+        spec = EvalSpec(settings=self.settings.as_dict(), data_sha256=self.data_sha256)
+        try:
+            proc.stdin.write(json.dumps(spec.__dict__) + "\n")
+            proc.stdin.flush()
+        except OSError:
+            pass  # it died at once; _evaluate falls back to a fresh one
+
+    def _stop_evaluator(self, attempt: _Attempt) -> None:
+        proc = attempt.evaluator
+        if proc is not None:
+            if proc.poll() is None:
+                processes.kill_group(proc.pid, grace=1.0)
+            try:
+                proc.communicate()  # reap it and close its pipes
+            except (ValueError, OSError):  # already done by _evaluate
+                pass
+        if attempt.scratch is not None:
+            shutil.rmtree(attempt.scratch, ignore_errors=True)
+
     def _evaluate(self, attempt: _Attempt) -> None:
-        run_dir, result = attempt.run_dir, attempt.result
+        run_dir, result, proc = attempt.run_dir, attempt.result, attempt.evaluator
         if attempt.model_sha256 is None:
             result.outcome, result.error = "crash", "no model was handed over"
             return
-        spec = EvalSpec(
-            model_file=str(run_dir / HANDED_OVER),
-            model_sha256=attempt.model_sha256,
-            settings=self.settings.as_dict(),
-            data_sha256=self.data_sha256,
-            device=attempt.device,
-            autocast=attempt.autocast,
-        )
-        scratch = Path(tempfile.mkdtemp(prefix="autoresearch-eval-"))  # cwd nothing else can plant into
+        order = {"model_file": str(run_dir / HANDED_OVER), "model_sha256": attempt.model_sha256,
+                 "device": attempt.device, "autocast": attempt.autocast}
+        limit = self.settings.effective_hard_limit
+        started = time.monotonic()
         try:
-            (scratch / "spec.json").write_text(spec.to_json())
-            env = {k: v for k, v in os.environ.items() if not k.startswith("AUTORESEARCH_RUN")}
-            env.update(self.extra_env)
-            started = time.monotonic()
-            proc = subprocess.run(
-                [self.python, "-m", "autoresearch.evaluator", "--spec", str(scratch / "spec.json"), "--out", str(scratch / "out.json")],
-                cwd=scratch, env=env, capture_output=True, text=True, timeout=self.settings.effective_hard_limit,
-            )
-            result.eval_seconds = round(time.monotonic() - started, 2)
-            out = json.loads((scratch / "out.json").read_text()) if (scratch / "out.json").exists() else {}
+            stdout, _ = proc.communicate(json.dumps(order) + "\n", timeout=limit)
+            out = _last_json_line(stdout)
         except subprocess.TimeoutExpired:
-            out, proc = {"error": "the evaluator timed out"}, None
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            processes.kill_group(proc.pid, grace=1.0)
+            out = {"error": "the evaluator timed out"}
+        if out is None:  # it did not survive the run (train.py may have killed it): a fresh one, now
+            result.flags.append(f"the evaluator started with the run had died (exit {proc.returncode}); "
+                                "evaluated in a fresh one")
+            started = time.monotonic()
+            out = self._evaluate_fresh(EvalSpec(settings=self.settings.as_dict(), data_sha256=self.data_sha256,
+                                                **order), limit)
+        result.eval_seconds = round(time.monotonic() - started, 2)
+        stderr = (attempt.scratch / "stderr.txt").read_text(errors="replace")
         atomic.write_json(run_dir / EVAL_FILE, out)
         if "error" in out or "val_bpb" not in out:
-            detail = out.get("error") or tail(proc.stderr if proc else "", 5) or "no result"
+            detail = out.get("error") or tail(stderr, 5) or "no result"
             result.outcome = "invalid" if "modified" in detail or "fingerprint" in detail else "crash"
             result.error = f"evaluation failed: {detail}"
             return
@@ -332,6 +382,25 @@ class Runner:
         for label, value in (("printed", result.printed_bpb), ("in-process", result.inprocess_bpb)):
             if value is not None and not abs(value - result.val_bpb) <= PRINTED_TOLERANCE:
                 result.flags.append(f"{label} val_bpb {value:.6f} differs from the harness's {result.val_bpb:.6f}")
+
+    def _evaluate_fresh(self, spec: EvalSpec, limit: float) -> dict:
+        """One-shot evaluation in a new process and a new folder, after the run has ended."""
+        scratch = Path(tempfile.mkdtemp(prefix="autoresearch-eval-"))
+        try:
+            (scratch / "spec.json").write_text(spec.to_json())
+            done = subprocess.run(
+                [self.python, "-I", "-m", "autoresearch.evaluator", "--spec", str(scratch / "spec.json"),
+                 "--out", str(scratch / "out.json")],
+                cwd=scratch, env=self._evaluator_env(), capture_output=True, text=True, timeout=limit,
+            )
+            out = json.loads((scratch / "out.json").read_text()) if (scratch / "out.json").exists() else {}
+            if not out:
+                out = {"error": tail(done.stderr, 5) or f"the evaluator exited with code {done.returncode}"}
+            return out
+        except subprocess.TimeoutExpired:
+            return {"error": "the evaluator timed out"}
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _name(proc) -> str:
