@@ -8,9 +8,9 @@ scripts/setup.sh
 BIN="$(pwd)/.venv/bin"
 DIR="${1:-demo-research}"
 BUDGET="${BUDGET:-60}"              # seconds of training per experiment
-EXPERIMENTS="${EXPERIMENTS:-5}"     # experiments after the baseline
+EXPERIMENTS="${EXPERIMENTS:-4}"     # experiments after the baseline (with at most 1 confirmation run each: < 15 min)
 if [ ! -f "$DIR/autoresearch.toml" ]; then
-  "$BIN/autoresearch" init "$DIR" --preset cpu --budget "$BUDGET" --set baseline_runs=2
+  "$BIN/autoresearch" init "$DIR" --preset cpu --budget "$BUDGET" --set baseline_runs=2 --set confirm_runs=1
 fi
 cd "$DIR"
 "$BIN/autoresearch" prepare

@@ -179,7 +179,8 @@ def serve(stdin: TextIO) -> dict:
     if not line.strip():
         raise AutoresearchError("no model was handed to the evaluator (the run ended without one)")
     order = json.loads(line)
-    return score_model(data, Path(order["model_file"]), order["model_sha256"], order["device"], order.get("autocast"))
+    result = score_model(data, Path(order["model_file"]), order["model_sha256"], order["device"], order.get("autocast"))
+    return {**result, "nonce": order.get("nonce", "")}
 
 
 def _protect_process() -> None:

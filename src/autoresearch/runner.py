@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import selectors
 import shutil
 import subprocess
@@ -350,10 +351,15 @@ class Runner:
         order = {"model_file": str(run_dir / HANDED_OVER), "model_sha256": attempt.model_sha256,
                  "device": attempt.device, "autocast": attempt.autocast}
         limit = self.settings.effective_hard_limit
+        # A fresh secret the evaluator must echo: train.py, gone by now, could not have forged a
+        # result line that carries it.
+        nonce = secrets.token_hex(16)
         started = time.monotonic()
         try:
-            stdout, _ = proc.communicate(json.dumps(order) + "\n", timeout=limit)
+            stdout, _ = proc.communicate(json.dumps({**order, "nonce": nonce}) + "\n", timeout=limit)
             out = _last_json_line(stdout)
+            if out is not None and "error" not in out and out.get("nonce") != nonce:
+                out = None  # not this evaluator's answer to this order
         except subprocess.TimeoutExpired:
             processes.kill_group(proc.pid, grace=1.0)
             out = {"error": "the evaluator timed out"}

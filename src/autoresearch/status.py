@@ -8,6 +8,7 @@ report and the dashboard all show this same `Summary`, so they can never disagre
 from __future__ import annotations
 
 import statistics
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -168,7 +169,8 @@ def render(rows: list[Row], settings: Settings | None, last: int = 12) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    # Piped into a file or a log there is no terminal width to fit: use a wide one, not 80 columns.
+    console = Console() if sys.stdout.isatty() else Console(width=200)
     if not rows:
         console.print("no runs yet: start with `autoresearch loop` (or `autoresearch run`)")
         return
