@@ -15,7 +15,9 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tests.loopback import LoopbackServer
 
 
 @dataclass
@@ -41,7 +43,7 @@ def stall(seconds: float) -> Step:
     return Step(text="too late", stall=seconds)
 
 
-class FakeLLM:
+class FakeLLM(LoopbackServer):
     def __init__(self, script: list[Step] | None = None) -> None:
         self.script: list[Step] = list(script or [])
         self.last: Step | None = None
@@ -59,22 +61,11 @@ class FakeLLM:
             def do_POST(self) -> None:
                 fake._serve(self)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> FakeLLM:
-        self.thread.start()
-        return self
+        super().__init__(Handler)
 
     def __exit__(self, *exc) -> None:
         self.closing.set()  # ends stalls early
-        self.server.shutdown()
-        self.server.server_close()
+        super().__exit__(*exc)
 
     def add(self, *steps: Step) -> None:
         with self.lock:
