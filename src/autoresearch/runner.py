@@ -312,13 +312,17 @@ class Runner:
         env.update(self.extra_env)
         return env
 
+    def _evaluator_command(self, *args: str) -> list[str]:
+        # -I: isolated mode keeps the working folder (and PYTHON* variables) off the import path
+        return [self.python, "-I", "-m", "autoresearch.evaluator", *args]
+
     def _start_evaluator(self, attempt: _Attempt) -> None:
         """Start the evaluator with the run, so that it is ready when train.py exits. Spec, order
         and result pass through its pipes; it is the harness's process, not the run's (`known`)."""
         attempt.scratch = Path(tempfile.mkdtemp(prefix="autoresearch-eval-"))
         with open(attempt.scratch / "stderr.txt", "wb") as err:
             proc = subprocess.Popen(
-                [self.python, "-I", "-m", "autoresearch.evaluator", "--serve"], cwd=attempt.scratch,
+                self._evaluator_command("--serve"), cwd=attempt.scratch,
                 env=self._evaluator_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
                 start_new_session=True,
             )
@@ -395,8 +399,7 @@ class Runner:
         try:
             (scratch / "spec.json").write_text(spec.to_json())
             done = subprocess.run(
-                [self.python, "-I", "-m", "autoresearch.evaluator", "--spec", str(scratch / "spec.json"),
-                 "--out", str(scratch / "out.json")],
+                self._evaluator_command("--spec", str(scratch / "spec.json"), "--out", str(scratch / "out.json")),
                 cwd=scratch, env=self._evaluator_env(), capture_output=True, text=True, timeout=limit,
             )
             out = json.loads((scratch / "out.json").read_text()) if (scratch / "out.json").exists() else {}

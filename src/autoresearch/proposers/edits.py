@@ -66,6 +66,15 @@ class Reply:
     whole_file_path: str = ""
 
 
+def _lines_until_marker(lines: list[str], i: int) -> tuple[list[str], int]:
+    """The lines from index i up to the next SEARCH, ======= or REPLACE line, and that line's index
+    (len(lines) when there is none); the caller checks it is the marker it expects."""
+    start = i
+    while i < len(lines) and not (SEARCH.match(lines[i]) or DIVIDER.match(lines[i]) or REPLACE.match(lines[i])):
+        i += 1
+    return lines[start:i], i
+
+
 def _strip_fences(lines: list[str]) -> list[str]:
     while lines and FENCE.match(lines[0]):
         lines = lines[1:]
@@ -98,23 +107,11 @@ def parse_reply(text: str) -> Reply:
         if SEARCH.match(line):
             current = None
             start, path = i, _path_before(lines, i)
-            i += 1
-            search: list[str] = []
-            while i < len(lines) and not DIVIDER.match(lines[i]):
-                if SEARCH.match(lines[i]) or REPLACE.match(lines[i]):
-                    break
-                search.append(lines[i])
-                i += 1
+            search, i = _lines_until_marker(lines, i + 1)
             if i >= len(lines) or not DIVIDER.match(lines[i]):
                 raise EditError(f"SEARCH/REPLACE block {len(edits) + 1} (reply line {start + 1}) has no ======= line "
                                 "between its SEARCH and REPLACE parts")
-            i += 1
-            replace: list[str] = []
-            while i < len(lines) and not REPLACE.match(lines[i]):
-                if SEARCH.match(lines[i]) or DIVIDER.match(lines[i]):
-                    break
-                replace.append(lines[i])
-                i += 1
+            replace, i = _lines_until_marker(lines, i + 1)
             if i >= len(lines) or not REPLACE.match(lines[i]):
                 raise EditError(f"SEARCH/REPLACE block {len(edits) + 1} (reply line {start + 1}) does not end with "
                                 "a >>>>>>> REPLACE line")

@@ -277,26 +277,25 @@ def _bucket_means(values: np.ndarray, points: int) -> tuple[float, ...]:
     return tuple((sums / counts).tolist())
 
 
-def read_proposal(run_dir: Path | None) -> dict:
-    """proposal.json (description, hypothesis, params, proposer, tokens, cost) or {}."""
+def _read_object(run_dir: Path | None, name: str) -> dict:
+    """A JSON object from a run folder, or {} when the folder, the file or a valid object is missing."""
     if run_dir is None:
         return {}
     try:
-        data = json.loads((run_dir / PROPOSAL_FILE).read_text(encoding="utf-8"))
+        data = json.loads((run_dir / name).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def read_proposal(run_dir: Path | None) -> dict:
+    """proposal.json (description, hypothesis, params, proposer, tokens, cost) or {}."""
+    return _read_object(run_dir, PROPOSAL_FILE)
 
 
 def read_result(run_dir: Path | None) -> dict:
     """result.json, the runner's record (outcome, error, flags, timings), or {}."""
-    if run_dir is None:
-        return {}
-    try:
-        data = json.loads((run_dir / RESULT_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return _read_object(run_dir, RESULT_FILE)
 
 
 def log_tail(run_dir: Path | None, lines: int = 25, max_bytes: int = 64_000) -> str:
