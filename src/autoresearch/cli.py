@@ -81,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--command", dest="agent_command", metavar="TEMPLATE",
                    help="custom agent command; placeholders {prompt} {prompt_file} {workspace} {description_file} {model}")
     g.add_argument("--agent-timeout", type=float, metavar="SECONDS", help="time limit of the agent per proposal")
+    g = p.add_argument_group("scale (docs/scale.md)")
+    g.add_argument("--workers", type=int, metavar="N", help="runs at once (default 1): one GPU each, or an equal share "
+                   "of the CPU cores; with --executor ray, Ray tasks at once")
+    g.add_argument("--executor", choices=("local", "ray"), help="where runs go: local (this machine; the default with "
+                   "--workers) or ray (a Ray cluster; pip install 'autoresearch[ray]')")
+    g.add_argument("--ray-address", metavar="ADDR", help="the Ray cluster to join, e.g. 10.0.0.1:6379 "
+                   "(default: start a local one)")
+    g.add_argument("--cpus-per-run", type=int, metavar="N", help="ray executor, CPU presets: CPUs each run asks "
+                   "for (default: the cluster's CPUs / --workers)")
     g = p.add_argument_group("spending caps (this loop call; failed proposals count)")
     g.add_argument("--max-cost", type=float, metavar="USD", help="stop proposing once this much was spent")
     g.add_argument("--max-tokens", type=int, metavar="N", help="stop proposing once this many tokens were spent")
@@ -223,6 +232,7 @@ def make_proposer(name: str | None, args: argparse.Namespace):
 
 def cmd_loop(args: argparse.Namespace) -> int:
     from autoresearch import proposers
+    from autoresearch.errors import SettingsError
     from autoresearch.loop import Researcher
 
     config = proposer_settings(args.proposer, args)
@@ -230,8 +240,25 @@ def cmd_loop(args: argparse.Namespace) -> int:
     if config.name == "llm":  # the client holds the key now: training runs and their logs never see it
         os.environ.pop(config.key_env(), None)
     researcher = Researcher.open(tag=args.tag)
-    done = researcher.loop(proposer, max_experiments=args.max_experiments, hours=args.hours,
-                           max_cost=config.max_cost, max_tokens=config.max_tokens)
+    if args.workers is None and args.executor is None:
+        flights = researcher.ws.state_dir / "flights.json"
+        if flights.exists() and flights.read_text().strip() not in ("", "[]"):
+            raise SettingsError("a parallel loop was interrupted here: resume it with the same --workers and "
+                                "--executor (what it had under way is in .autoresearch/flights.json)")
+        done = researcher.loop(proposer, max_experiments=args.max_experiments, hours=args.hours,
+                               max_cost=config.max_cost, max_tokens=config.max_tokens)
+    else:
+        from autoresearch.scale.coordinator import Coordinator
+        from autoresearch.scale.executors import make_executor
+
+        executor = make_executor(args.executor or "local", researcher.ws, researcher.settings, args.workers or 1,
+                                 args.ray_address, args.cpus_per_run)
+        try:
+            done = Coordinator(researcher, executor).loop(proposer, max_experiments=args.max_experiments,
+                                                          hours=args.hours, max_cost=config.max_cost,
+                                                          max_tokens=config.max_tokens)
+        finally:
+            executor.close()
     print(f"{done} experiment(s) done; `autoresearch status` for the summary")
     return 0
 

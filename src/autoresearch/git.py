@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 from autoresearch.errors import WorkspaceError
@@ -81,6 +82,25 @@ class Git:
 
     def diff(self, a: str, b: str, path: str | None = None) -> str:
         return self.run("diff", a, b, *(["--", path] if path else []))
+
+    def commit_file(self, parent: str, path: str, content: bytes, message: str, keep_under: str) -> str:
+        """A commit of `parent` with `path` set to `content`, made without touching HEAD, the index or
+        the working tree (parallel candidates are committed while the branch stays put); a ref
+        `keep_under<hash>` keeps it from garbage collection. Returns its full hash."""
+        blob = subprocess.run(["git", "hash-object", "-w", "--stdin"], cwd=self.root, input=content,
+                              capture_output=True, check=True).stdout.decode().strip()
+        with tempfile.TemporaryDirectory(prefix="autoresearch-index-") as scratch:
+            index = {"GIT_INDEX_FILE": str(Path(scratch) / "index")}
+            self.run("read-tree", parent, env=index)
+            self.run("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=index)
+            tree = self.run("write-tree", env=index)
+        commit = self.run("commit-tree", tree, "-p", parent, "-m", message, env=self.identity_env())
+        self.run("update-ref", f"{keep_under}{commit}", commit)
+        return commit
+
+    def tracked_files(self, rev: str) -> dict[str, bytes]:
+        """Every file of commit `rev`: path -> content."""
+        return {path: self.show(rev, path) for path in self.run("ls-tree", "-r", "--name-only", rev).splitlines()}
 
     def refs(self) -> dict[str, str]:
         out = self.run("for-each-ref", "--format=%(refname) %(objectname)")

@@ -61,6 +61,7 @@ class Row:
     cost_usd: float | None = None  # what the proposal cost (LLM proposers), on its first row
     tokens: int | None = None  # LLM tokens the proposal took (prompt + completion, all requests), on its first row
     fingerprint: str = ""  # settings + data + tokenizer + harness code
+    workers: int | None = None  # runs in parallel when it ran (parallel workers slow each other); empty: 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "commit", self.commit[:7])  # the reference's format, in memory too

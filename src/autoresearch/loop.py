@@ -88,6 +88,9 @@ class Researcher:
         self.log = log
         self.ledger = Ledger.open(ws.ledger_path)
         self.fingerprint = guard.fingerprint(settings.sha256(), prepared.data_sha256)
+        # Runs at once (scale/): parallel runs slow each other, so results are compared, and the
+        # noise measured, only among runs made under the same parallelism.
+        self.workers = 1
 
     # --- opening a workspace --------------------------------------------------------------------
 
@@ -121,9 +124,10 @@ class Researcher:
     # --- what the ledger says -------------------------------------------------------------------
 
     def _measured(self) -> list[Row]:
-        """Rows with a harness-measured val_bpb under the current fingerprint, that ran fine."""
+        """Rows with a harness-measured val_bpb under the current fingerprint and parallelism, that ran fine."""
         return [r for r in self.ledger.rows
-                if r.fingerprint == self.fingerprint and r.val_bpb is not None and r.status in ("keep", "discard")]
+                if r.fingerprint == self.fingerprint and r.val_bpb is not None and r.status in ("keep", "discard")
+                and (r.workers or 1) == self.workers]
 
     def _kept_rows(self, commit: str | None = None) -> list[Row]:
         short = (commit or self.ws.git.head())[:7]
@@ -165,12 +169,12 @@ class Researcher:
         ratios = [r.heldout_bpb / r.val_bpb for r in self._measured() if r.kind == "baseline" and r.heldout_bpb]
         return statistics.fmean(ratios) if ratios else None
 
-    def context(self, in_flight: tuple[str, ...] = ()) -> Context:
+    def context(self, in_flight: tuple[str, ...] = (), returned: tuple[str, ...] = ()) -> Context:
         best = self.best_runs()
         return Context(
             ws=self.ws, settings=self.settings, ledger=self.ledger, best_commit=self.ws.git.head(),
             best_source=self.ws.git.show("HEAD", TRAIN_FILE).decode(),
-            best_bpb=statistics.fmean(best) if best else None, sigma=self.sigma(), in_flight=in_flight,
+            best_bpb=statistics.fmean(best) if best else None, sigma=self.sigma(), in_flight=in_flight, returned=returned,
         )
 
     # --- state ----------------------------------------------------------------------------------
@@ -227,10 +231,10 @@ class Researcher:
 
     # --- runs -----------------------------------------------------------------------------------
 
-    def _new_run_id(self) -> str:
+    def _new_run_id(self, reserved: set[str] | frozenset[str] = frozenset()) -> str:
         self.ws.runs_dir.mkdir(parents=True, exist_ok=True)
         numbers = [int(p.name) for p in self.ws.runs_dir.iterdir() if p.name.isdigit()]
-        numbers += [int(r) for r in self.ledger.run_ids() if r.isdigit()]
+        numbers += [int(r) for r in self.ledger.run_ids() | set(reserved) if r.isdigit()]
         return f"{max(numbers, default=0) + 1:04d}"
 
     def _run(self, pending: Pending) -> RunResult:
@@ -240,12 +244,20 @@ class Researcher:
         commit = pending.candidate or pending.parent
         self.log(f"run {run_id}: {pending.description or 'baseline'} (commit {commit[:7]}, budget {self.settings.time_budget:g} s)")
         result = self.runner.run(run_id, commit)
-        run_dir = self.ws.runs_dir / run_id
+        self.attach(pending, self.ws.runs_dir / run_id)
+        return result
+
+    def attach(self, pending: Pending, run_dir: Path, proposal_files: Path | None = None) -> None:
+        """Put what was proposed next to a run's record: proposal.json, the proposer's files, the diff."""
         save_proposal(run_dir, pending.proposal, pending.proposer)
-        copy_proposal_files(self.ws, run_dir)
+        if proposal_files is None:
+            copy_proposal_files(self.ws, run_dir)
+        elif proposal_files.is_dir():
+            for path in sorted(proposal_files.iterdir()):
+                if path.is_file() and not (run_dir / path.name).exists():
+                    shutil.copyfile(path, run_dir / path.name)
         if pending.candidate:
             (run_dir / "diff.patch").write_text(self.ws.git.diff(pending.parent, pending.candidate, TRAIN_FILE))
-        return result
 
     def _row(self, result: RunResult, pending: Pending, status: str, kind: str, rule: str, reason: str = "",
              decision: Decision | None = None, best: Runs | None = None, nodes: int | None = None) -> Row:
@@ -270,7 +282,7 @@ class Researcher:
             mfu_percent=s.get("mfu_percent"), gain=gain, noise=decision.sigma if decision else None,
             complexity=nodes, complexity_delta=delta, memory_delta=memory_delta,
             threshold=decision.threshold if decision else None, rule=rule, reason=reason,
-            flags="; ".join(result.flags), fingerprint=self.fingerprint,
+            flags="; ".join(result.flags), fingerprint=self.fingerprint, workers=self.workers if self.workers > 1 else None,
             cost_usd=pending.cost_usd if kind == "experiment" and pending.cost_usd else None,
             tokens=pending.tokens if kind == "experiment" and pending.tokens else None,
         )
@@ -302,17 +314,22 @@ class Researcher:
             result = self._run(pending)
             results.append(result)
             if result.outcome != "ok":
-                self._record([self._row(result, pending, result.outcome, "baseline", result.outcome, result.error,
+                self.record([self._row(result, pending, result.outcome, "baseline", result.outcome, result.error,
                                         nodes=nodes)])
                 raise WorkspaceError(
                     f"the baseline run failed ({result.outcome}: {result.error}); see {self.ws.runs_dir / result.run_id / 'train.log'}")
+        self.record_baseline(pending, results)
+        self._save(None)
+
+    def record_baseline(self, pending: Pending, results: list[RunResult]) -> None:
+        nodes = self.complexity_of(pending.parent)
         rows = [self._row(r, pending, "keep", "baseline", "baseline", "measures the best commit and the noise",
                           nodes=nodes) for r in results]
-        self._record(rows)
-        self._save(None)
+        self.record(rows)
         sigma = self.sigma()
         best = self.commit_runs(pending.parent)
-        self.log(f"baseline: val_bpb {best.mean:.6f} over {len(best.val_bpb)} runs, noise sigma {sigma:.6f}, "
+        together = f" ({self.workers} at a time)" if self.workers > 1 else ""
+        self.log(f"baseline: val_bpb {best.mean:.6f} over {len(best.val_bpb)} runs{together}, noise sigma {sigma:.6f}, "
                  f"train.py {best.complexity} {complexity.UNIT}")
         limit = self.memory_limit_gb
         if limit and best.memory_gb and max(best.memory_gb) > limit:
@@ -325,54 +342,65 @@ class Researcher:
         """Guard, commit, run and decide the change in the working tree; returns its ledger rows."""
         git = self.ws.git
         parent = git.head()
-        changed = git.changed_since(parent)
         pending = Pending(phase="committing", parent=parent, proposer=proposer, description=proposal.description,
                           hypothesis=proposal.hypothesis, params=proposal.params, tokens=proposal.tokens,
                           cost_usd=proposal.cost_usd)
-        if not changed:
-            raise ProposerError("the proposal left train.py unchanged")
-        if set(changed) != {TRAIN_FILE}:
-            others = sorted(set(changed) - {TRAIN_FILE})
-            nodes = complexity.measure(self.ws.train_py.read_text(errors="replace")) if self.ws.train_py.exists() \
-                else None
-            before = self.complexity_of(parent)
-            git.run("reset", "--quiet", "--hard", parent)
-            git.run("clean", "-f", "-d")
-            row = Row(commit=parent, val_bpb=None, memory_gb=None, status="invalid", description=proposal.description,
-                      kind="experiment", parent=parent[:7], proposer=proposer, timestamp=now(), complexity=nodes,
-                      complexity_delta=nodes - before if nodes is not None and before is not None else None,
-                      rule="guard", reason=f"changed files other than train.py: {', '.join(others)} (reverted)",
-                      fingerprint=self.fingerprint, cost_usd=proposal.cost_usd or None, tokens=proposal.tokens or None)
-            self._record([row])
-            self.log(f"invalid: {proposal.description!r} changed {', '.join(others)}; reverted")
-            return [row]
+        refused = self.refuse_other_files(proposal, proposer, parent)
+        if refused:
+            return refused
         self._save(pending)
         pending.candidate = git.commit_all(_commit_message(proposal, proposer), paths=[TRAIN_FILE])
         pending.phase = "running"
         self._save(pending)
         return self._finish_candidate(pending)
 
+    def refuse_other_files(self, proposal: Proposal, proposer: str, parent: str) -> list[Row]:
+        """The guard on a proposal in the working tree: it must change train.py and nothing else.
+        A change to other files is reverted and recorded as `invalid` (its rows are returned)."""
+        git = self.ws.git
+        changed = git.changed_since(parent)
+        if not changed:
+            raise ProposerError("the proposal left train.py unchanged")
+        if set(changed) == {TRAIN_FILE}:
+            return []
+        others = sorted(set(changed) - {TRAIN_FILE})
+        nodes = complexity.measure(self.ws.train_py.read_text(errors="replace")) if self.ws.train_py.exists() \
+            else None
+        before = self.complexity_of(parent)
+        git.run("reset", "--quiet", "--hard", parent)
+        git.run("clean", "-f", "-d")
+        row = Row(commit=parent, val_bpb=None, memory_gb=None, status="invalid", description=proposal.description,
+                  kind="experiment", parent=parent[:7], proposer=proposer, timestamp=now(), complexity=nodes,
+                  complexity_delta=nodes - before if nodes is not None and before is not None else None,
+                  rule="guard", reason=f"changed files other than train.py: {', '.join(others)} (reverted)",
+                  fingerprint=self.fingerprint, cost_usd=proposal.cost_usd or None, tokens=proposal.tokens or None)
+        self.record([row])
+        self.log(f"invalid: {proposal.description!r} changed {', '.join(others)}; reverted")
+        return [row]
+
     def _finish_candidate(self, pending: Pending) -> list[Row]:
         results = [RunResult.load(self.ws.runs_dir / r) for r in pending.runs]
         results = [r for r in results if r is not None]
+        while True:
+            rows = self.judge(pending, results) if results else None
+            if rows is not None:
+                return self._conclude(pending, rows, kept=rows[0].status == "keep")
+            results.append(self._run(pending))
+
+    def judge(self, pending: Pending, results: list[RunResult]) -> list[Row] | None:
+        """The candidate's ledger rows once its runs decide it; None while it needs another run."""
         best = self.commit_runs(pending.parent)
         nodes = self.complexity_of(pending.candidate)
-        need_run = not results
-        while True:
-            if need_run:
-                results.append(self._run(pending))
-            need_run = True
-            last = results[-1]
-            if last.outcome != "ok":
-                rows = [self._row(r, pending, r.outcome if r is last else "discard",
-                                  "experiment" if i == 0 else "confirm", last.outcome, last.error, best=best, nodes=nodes)
-                        for i, r in enumerate(results)]
-                return self._conclude(pending, rows, kept=False)
-            candidate = Runs([r.val_bpb for r in results], nodes, [r.memory_gb for r in results if r.memory_gb])
-            decision = decide(candidate, best, self.sigma(), self.settings, self.memory_limit_gb)
-            if decision.verdict != "confirm":
-                break
+        last = results[-1]
+        if last.outcome != "ok":
+            return [self._row(r, pending, r.outcome if r is last else "discard",
+                              "experiment" if i == 0 else "confirm", last.outcome, last.error, best=best, nodes=nodes)
+                    for i, r in enumerate(results)]
+        candidate = Runs([r.val_bpb for r in results], nodes, [r.memory_gb for r in results if r.memory_gb])
+        decision = decide(candidate, best, self.sigma(), self.settings, self.memory_limit_gb)
+        if decision.verdict == "confirm":
             self.log(f"  {decision.reason}")
+            return None
         status, rule, reason = decision.verdict, decision.rule, decision.reason
         # Val and held-out are disjoint samples of the same kind of text, so honest training moves
         # both alike and their ratio stays put; training on the val shards lowers val alone.
@@ -383,12 +411,11 @@ class Researcher:
                 status, rule = "invalid", "held-out"
                 reason = (f"suspicious: held-out/val bpb ratio {ratio:.3f} vs the baseline's {base_ratio:.3f} "
                           f"(tolerance +{self.settings.heldout_tolerance:.0%}); was it trained on validation data?")
-        rows = [self._row(r, pending, status, "experiment" if i == 0 else "confirm", rule, reason, decision, best,
+        return [self._row(r, pending, status, "experiment" if i == 0 else "confirm", rule, reason, decision, best,
                           nodes) for i, r in enumerate(results)]
-        return self._conclude(pending, rows, kept=status == "keep")
 
     def _conclude(self, pending: Pending, rows: list[Row], kept: bool) -> list[Row]:
-        self._record(rows)
+        self.record(rows)
         clear_proposal_files(self.ws)
         if not kept:
             self.ws.git.run("reset", "--quiet", "--hard", pending.parent)
@@ -402,7 +429,7 @@ class Researcher:
         self.log(f"{first.status:8s} val_bpb {val}  {pending.description}  [{first.why}]")
         return rows
 
-    def _record(self, rows: list[Row]) -> None:
+    def record(self, rows: list[Row]) -> None:
         self.ledger.append(*rows)
 
     # --- the loop -------------------------------------------------------------------------------
@@ -443,7 +470,7 @@ class Researcher:
                 self.ws.git.run("reset", "--quiet", "--hard", parent)
                 self.ws.git.run("clean", "-f", "-d")
                 self._save(None)
-                self._record_failed_proposal(e, proposer.name, parent)
+                self.record_failed_proposal(e, proposer.name, parent)
                 self.log(f"proposer {proposer.name} failed ({failures}/{MAX_PROPOSER_FAILURES}): {e}")
                 if failures >= MAX_PROPOSER_FAILURES:
                     raise
@@ -453,13 +480,13 @@ class Researcher:
             done += 1
         return done
 
-    def _record_failed_proposal(self, error: ProposerError, proposer: str, parent: str) -> None:
+    def record_failed_proposal(self, error: ProposerError, proposer: str, parent: str) -> None:
         """A proposal that never became a run: an `invalid` row (with what it cost), its files kept."""
         stamp = now()
         kept = keep_failed_proposal(self.ws, stamp.replace(":", "").replace("-", "").replace("+0000", "Z"))
         flags = f"files in {kept.relative_to(self.ws.root)}" if kept else ""
         message = " ".join(str(error).split())
-        self._record([Row(
+        self.record([Row(
             commit=parent, val_bpb=None, memory_gb=None, status="invalid",
             description=error.description or "(no proposal)", kind="experiment", parent=parent[:7], proposer=proposer,
             timestamp=stamp, rule="proposal-failed", reason=message[:300], flags=flags, fingerprint=self.fingerprint,

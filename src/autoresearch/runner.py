@@ -151,13 +151,14 @@ class Runner:
     data_sha256: str
     python: str = sys.executable
     extra_env: dict[str, str] = field(default_factory=dict)
+    runs_dir: Path | None = None  # where run folders go (default: the workspace's runs/)
     package: dict[Path, bytes] = field(default_factory=guard.package_files, repr=False)
 
     def __post_init__(self) -> None:
         processes.become_subreaper()
 
     def run(self, run_id: str, commit: str) -> RunResult:
-        run_dir = self.ws.runs_dir / run_id
+        run_dir = (self.runs_dir or self.ws.runs_dir) / run_id
         if run_dir.exists():  # an attempt that was interrupted: start it over
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)

@@ -38,6 +38,8 @@ class Summary:
     baseline_complexity: int | None = None
     tokens: int = 0  # LLM tokens of the proposals, failed ones included
     paid_proposals: int = 0  # proposals with a cost or tokens recorded
+    workers: int = 1  # runs at once in the latest runs (parallel runs slow each other)
+    baseline_steps: float | None = None  # mean training steps of the baseline runs made that many at once
 
     @property
     def gain(self) -> float | None:
@@ -115,6 +117,8 @@ def summarize(rows: list[Row], min_noise: float = 0.0) -> Summary:
     for r in experiments:
         counts[r.status] = counts.get(r.status, 0) + 1
     costs = [r.cost_usd for r in rows if r.cost_usd is not None]
+    workers = (rows[-1].workers or 1) if rows else 1
+    steps = [r.num_steps for r in rows if r.kind == "baseline" and r.num_steps and (r.workers or 1) == workers]
     return Summary(
         baseline=baseline, baseline_runs=len(base),
         best=frontier[-1] if frontier else None,
@@ -126,6 +130,7 @@ def summarize(rows: list[Row], min_noise: float = 0.0) -> Summary:
         simplifications=sum(r.rule == "simplification" for r in kept),
         complexity=best_row.complexity if best_row is not None else base_nodes, baseline_complexity=base_nodes,
         tokens=sum(r.tokens or 0 for r in rows), paid_proposals=sum(1 for r in rows if r.cost_usd or r.tokens),
+        workers=workers, baseline_steps=statistics.fmean(steps) if steps else None,
     )
 
 
@@ -141,7 +146,12 @@ def headline(s: Summary, settings: Settings | None = None) -> list[tuple[str, st
     lines.append(("best", f"{s.best:.6f}  {s.best_commit}  {s.best_description}" if s.best is not None else "-"))
     if s.gain is not None:
         lines.append(("gain", f"{s.gain:+.6f} bpb ({s.gain_percent:+.2f}%)"))
-    lines.append(("noise", f"sigma {s.sigma:.6f} (pooled over repeated runs)"))
+    noise = f"sigma {s.sigma:.6f} (pooled over repeated runs)"
+    if s.workers > 1:
+        steps = f", {s.baseline_steps:.0f} training steps per baseline run" if s.baseline_steps else ""
+        noise = (f"sigma {s.sigma:.6f}, measured with {s.workers} runs at a time, as the loop runs them{steps} "
+                 "(parallel runs slow each other: results are compared only among runs made so)")
+    lines.append(("noise", noise))
     counts = ", ".join(f"{k} {v}" for k, v in sorted(s.counts.items()))
     simpler = f", {s.simplifications} of the kept as simplifications" if s.simplifications else ""
     lines.append(("experiments", f"{s.experiments} ({counts or 'none yet'}{simpler})"))

@@ -42,6 +42,7 @@ class Context:
     best_bpb: float | None
     sigma: float  # run-to-run noise of val_bpb
     in_flight: tuple[str, ...] = ()  # descriptions of proposals being run right now (parallel workers)
+    returned: tuple[str, ...] = ()  # ideas that won against an older best but conflict with the current one
 
 
 class Proposer(Protocol):

@@ -357,6 +357,11 @@ def sections(ctx: Context, notes: str, include_train: bool = True) -> tuple[list
         optional.append(Section("in flight", (
             "# Being run right now by other workers (propose something different)\n\n"
             + "\n".join(f"- {d}" for d in ctx.in_flight), ""), 0.1))
+    if ctx.returned:
+        optional.append(Section("returned", (
+            "# Won against an older best, but conflict with the current best train.py\n\n"
+            "Each beat the best it started from while another change was kept. Consider re-applying one "
+            "of them onto the current best:\n\n" + "\n".join(f"- {d}" for d in ctx.returned), ""), 0.1))
     return required, optional
 
 

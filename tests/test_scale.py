@@ -1,0 +1,210 @@
+"""Parallel workers (scale/): the local executor, the shared frontier, dead workers, resuming.
+
+Real runs at tiny size in real git repositories; the Ray executor is in test_scale_ray.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from datetime import datetime
+
+import psutil
+import pytest
+
+from autoresearch import hparams
+from autoresearch.errors import SettingsError
+from autoresearch.ledger import Ledger
+from autoresearch.loop import Researcher
+from autoresearch.runner import RunResult
+from autoresearch.scale import frontier
+from autoresearch.scale.coordinator import CANDIDATES, Coordinator
+from autoresearch.scale.executors import LocalExecutor, plan_slots
+from autoresearch.scale.job import REFUSED, Job
+from autoresearch.scale.node import execute
+from tests.test_loop import GOOD_LRS, SLOW_LRS, Scripted, commit_train, run_cli, set_values, wait_for
+
+
+def consistent(ws, experiments: int) -> list:
+    """The ledger, the branch and the run folders agree; returns the rows."""
+    rows = Ledger.open(ws.ledger_path).rows
+    ids = [r.run_id for r in rows if r.run_id]
+    assert len(ids) == len(set(ids)), "a run was logged twice"
+    assert sum(r.kind == "experiment" for r in rows) == experiments
+    kept = [r for r in rows if r.status == "keep"]
+    assert ws.git.short() == kept[-1].commit  # the branch head is the last kept commit
+    assert ws.git.dirty_paths() == [] and not (ws.state_dir / "state.json").exists()
+    assert json.loads((ws.state_dir / "flights.json").read_text()) == []
+    branch = ws.git.run("rev-list", "HEAD").splitlines()
+    for row in kept:  # every kept commit is on the branch, every discarded one is not
+        assert any(c.startswith(row.commit) for c in branch)
+    for row in rows:
+        if row.status != "keep" and row.kind == "experiment" and row.run_id:
+            assert not any(c.startswith(row.commit) for c in branch)
+    for run_id in ids:
+        assert RunResult.load(ws.runs_dir / run_id) is not None
+    return rows
+
+
+def overlapping(ws, rows) -> bool:
+    """Some two runs were training at the same time (by the runner's start and end stamps)."""
+    spans = []
+    for row in rows:
+        result = RunResult.load(ws.runs_dir / row.run_id)
+        spans.append((datetime.fromisoformat(result.started), datetime.fromisoformat(result.ended)))
+    return any(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans) for b in spans[i + 1:])
+
+
+def no_run_processes_left(ws) -> None:
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            env = proc.environ()
+        except (psutil.Error, OSError):
+            continue
+        assert not env.get("AUTORESEARCH_RUN_ID", "").startswith(str(ws.runs_dir.resolve())), proc
+
+
+@pytest.mark.slow
+def test_two_local_workers_run_concurrently_with_ledger_and_branch_consistent(make_workspace):
+    ws = make_workspace(budget=3, baseline_runs=1)
+    loop = run_cli(ws, "loop", "--workers", "2", "--executor", "local", "--max-experiments", "4")
+    out, _ = loop.communicate(timeout=400)
+    assert loop.returncode == 0, out
+    rows = consistent(ws, experiments=4)
+    baseline = [r for r in rows if r.kind == "baseline"]
+    assert len(baseline) == 2 and overlapping(ws, baseline)  # the noise is measured two at a time
+    assert overlapping(ws, [r for r in rows if r.kind != "baseline"])
+    assert {r.workers for r in rows} == {2}
+    for row in rows:
+        if row.kind == "experiment":
+            record = json.loads((ws.runs_dir / row.run_id / "proposal.json").read_text())
+            assert record["description"] == row.description and record["proposer"] == "search"
+            assert (ws.runs_dir / row.run_id / "diff.patch").read_text().startswith("diff --git")
+    refs = ws.git.run("for-each-ref", "--format=%(refname)", CANDIDATES).splitlines()
+    assert len(refs) == 4  # every candidate commit kept reachable
+    assert "(2 at a time)" in out
+    no_run_processes_left(ws)
+    status = run_cli(ws, "status")
+    text, _ = status.communicate(timeout=60)
+    assert "measured with 2 runs at a time" in text
+
+
+@pytest.mark.slow
+def test_a_stale_win_is_combined_onto_the_new_best(make_workspace):
+    ws = make_workspace(budget=3, baseline_runs=1)
+    slow = hparams.rewrite(ws.train_py.read_text(), SLOW_LRS)
+    commit_train(ws, slow, "learning rates 100x too small")
+    matrix = {"MATRIX_LR": GOOD_LRS["MATRIX_LR"]}
+    embeddings = {k: GOOD_LRS[k] for k in ("EMBEDDING_LR", "UNEMBEDDING_LR")}
+    proposer = Scripted([("restore MATRIX_LR", set_values(matrix)),
+                         ("restore the embedding learning rates", set_values(embeddings))])
+    logged: list[str] = []
+    researcher = Researcher.open(ws.root, log=logged.append)
+    executor = LocalExecutor(ws, 2)
+    try:
+        # both proposals start from the same best, run side by side; the first to win moves the best
+        Coordinator(researcher, executor, log=logged.append).loop(proposer, max_experiments=2)
+    finally:
+        executor.close()
+    rows = Ledger.open(ws.ledger_path).rows
+    first, second = [r for r in rows if r.kind == "experiment"][:2]
+    assert first.status == "keep", "\n".join(logged)
+    assert second.status == "discard" and second.rule == "stale", "\n".join(logged)
+    assert second.gain > 0 and f"the best moved to {first.commit}" in second.reason
+    combined = [r for r in rows if r.description.startswith("combine: ")]
+    assert len(combined) == 1 and combined[0].parent == first.commit
+    assert combined[0].description == f"combine: {second.description}"
+    # the combination is the stale change on the new best: all three learning rates restored
+    values = hparams.read_block(ws.git.show(combined[0].commit, "train.py").decode())
+    assert {k: values[k].value for k in GOOD_LRS} == GOOD_LRS
+    assert any("runs next" in line for line in logged)
+    consistent(ws, experiments=3)
+
+
+def test_frontier_merges_hyperparameters_by_name_and_code_by_lines(make_workspace):
+    ws = make_workspace()
+    base = ws.train_py.read_text()
+    ours = hparams.rewrite(base, {"EMBEDDING_LR": 0.5})
+    theirs = hparams.rewrite(base, {"UNEMBEDDING_LR": 0.005, "MATRIX_LR": 0.05})  # adjacent lines
+    merged = frontier.merge(base, ours, theirs)
+    assert merged == hparams.rewrite(ours, {"UNEMBEDDING_LR": 0.005, "MATRIX_LR": 0.05})
+    # the same name changed both ways: a conflict, back to the proposer
+    assert frontier.merge(base, hparams.rewrite(base, {"MATRIX_LR": 0.03}), theirs) is None
+    # code changes far apart merge by lines; the same line changed differently conflicts
+    code = base.replace("t_start = time.time()", "t_start = time.time()  # clock", 1)
+    assert "# clock" in frontier.merge(base, ours, code) and "EMBEDDING_LR = 0.5" in frontier.merge(base, ours, code)
+    other = base.replace("t_start = time.time()", "t_start = time.perf_counter()", 1)
+    assert frontier.merge(base, other, code) is None
+
+
+def test_local_slots_split_cores_or_refuse_clearly():
+    cores = sorted(os.sched_getaffinity(0))
+    slots = plan_slots(len(cores), device="cpu")
+    assert [s.cores for s in slots] == [[c] for c in cores] and all(s.threads == 1 for s in slots)
+    assert plan_slots(1, device="cpu")[0].threads == len(cores)
+    with pytest.raises(SettingsError, match="needs at least"):
+        plan_slots(len(cores) + 1, device="cpu")
+    with pytest.raises(SettingsError, match="one training run at a time"):
+        plan_slots(2, device="mps")
+    with pytest.raises(SettingsError, match="1 or more"):
+        plan_slots(0, device="cpu")
+
+
+def test_a_node_refuses_a_job_whose_data_fingerprint_differs(make_workspace, tmp_path):
+    ws = make_workspace()
+    researcher = Researcher.open(ws.root, log=lambda _: None)
+    commit = ws.git.head()
+    files = {p: b.decode() for p, b in ws.git.tracked_files(commit).items()}
+    job = Job(run_id="0001", commit=commit, files=files, settings_sha256=researcher.settings.sha256(),
+              data_sha256="0" * 64, version="0.1.0", node_root=str(tmp_path / "nodes"))
+    answer = execute(job)
+    assert answer.status == REFUSED
+    assert "data fingerprint" in answer.error and "000000000000" in answer.error and "leave this node out" in answer.error
+    answer = execute(Job(**{**job.__dict__, "data_sha256": researcher.prepared.data_sha256, "version": "9.9"}))
+    assert answer.status == REFUSED and "install the same version" in answer.error
+    tampered = {**files, "prepare.py": files["prepare.py"] + "\n# edited\n"}
+    answer = execute(Job(**{**job.__dict__, "data_sha256": researcher.prepared.data_sha256, "files": tampered}))
+    assert answer.status == REFUSED and "prepare.py" in answer.error
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_retried_and_a_killed_coordinator_resumes(make_workspace):
+    ws = make_workspace(budget=4, baseline_runs=1)
+    loop = run_cli(ws, "loop", "--workers", "2", "--max-experiments", "3", start_new_session=True)
+
+    def experiment_nodes():
+        flights = ws.state_dir / "flights.json"
+        if not flights.exists():
+            return []
+        runs = [r for p in json.loads(flights.read_text()) if p["kind"] == "experiment" for r in p["runs"]]
+        found = []
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            if "autoresearch.scale.node" not in " ".join(proc.info["cmdline"] or []):
+                continue
+            try:
+                key = proc.environ().get("AUTORESEARCH_RUN_ID", "")
+            except psutil.Error:
+                continue
+            if any(key == str((ws.runs_dir / r).resolve()) and (ws.runs_dir / r / "metrics.jsonl").exists()
+                   for r in runs):
+                found.append(proc)
+        return found
+
+    wait_for(lambda: experiment_nodes(), timeout=240)
+    victim = experiment_nodes()[0]
+    run_id = os.path.basename(victim.environ()["AUTORESEARCH_RUN_ID"])
+    victim.send_signal(signal.SIGKILL)  # a worker dies mid-run
+    retry = ws.state_dir / "nodes" / f"run{run_id}-2.out"
+    wait_for(lambda: retry.exists() and (ws.runs_dir / run_id / "metrics.jsonl").exists(), timeout=120)
+    os.killpg(loop.pid, signal.SIGKILL)  # then the coordinator dies too
+    first_out, _ = loop.communicate(timeout=60)
+    again = run_cli(ws, "loop", "--workers", "2", "--max-experiments", "3")
+    out, _ = again.communicate(timeout=400)
+    assert again.returncode == 0, first_out + out
+    assert "retrying (attempt 2 of 2)" in first_out, first_out
+    assert "recovering: resuming experiment" in out, out
+    rows = Ledger.open(ws.ledger_path).rows
+    experiments = [r for r in rows if r.kind == "experiment"]
+    assert len(experiments) >= 4  # what was under way when the coordinator died, then 3 more
+    consistent(ws, experiments=len(experiments))
+    no_run_processes_left(ws)
