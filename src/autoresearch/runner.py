@@ -71,6 +71,7 @@ class RunResult:
     log_tail: str = ""  # the end of train.log, for crashes
     started: str = ""
     ended: str = ""
+    node: str = ""  # where it ran, for runs of parallel workers (host:pid, or the Ray node)
 
     @property
     def memory_gb(self) -> float | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -28,14 +29,17 @@ import psutil
 
 from autoresearch import devices, processes
 from autoresearch.errors import SettingsError
-from autoresearch.runner import tail
+from autoresearch.runner import HANDED_OVER, tail
 from autoresearch.scale.job import Answer, Job
+from autoresearch.scale.node import ENV_NODE_NAME
 from autoresearch.settings import Settings
 from autoresearch.workspace import Workspace
 
 NODE_COMMAND = ("-m", "autoresearch.scale.node")
 NODES_DIR = "nodes"  # under .autoresearch/: the local nodes' workspaces and output
 NODE_LOG = "node.log"  # in a run folder: what the node printed on stderr (data preparation, errors)
+MODEL_LEFT = "model-not-sent.txt"  # in a run folder: why a Ray run's model did not come back
+MAX_SHIPPED_MODEL = 256 * 2**20  # bytes; a bigger handed-over model is not sent back from a Ray node
 
 
 @dataclass
@@ -217,16 +221,25 @@ def _end_tree(pid: int, run_dir: Path) -> None:
 
 def run_on_ray_node(job_json: str) -> tuple[str, dict[str, bytes]]:
     """The Ray task: run the node here, answer with its record and the run folder's files."""
+    import ray
+
     job = Job.from_json(job_json)
-    done = subprocess.run([sys.executable, *NODE_COMMAND], input=job_json, capture_output=True, text=True)
+    name = f"{socket.gethostname()}/ray-node-{ray.get_runtime_context().get_node_id()[:8]}"
+    done = subprocess.run([sys.executable, *NODE_COMMAND], input=job_json, capture_output=True, text=True,
+                          env={**os.environ, ENV_NODE_NAME: name})
     answer = _answer_in(done.stdout)
     if answer is None:
         raise RuntimeError(f"the node exited with code {done.returncode} before answering: {tail(done.stderr, 5)}")
     files: dict[str, bytes] = {}
     if answer.workspace:
         run_dir = Path(answer.workspace) / "runs" / job.run_id
-        if run_dir.is_dir():
-            files = {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.is_file()}
+        for path in sorted(run_dir.iterdir()) if run_dir.is_dir() else ():
+            size = path.stat().st_size
+            if path.name == HANDED_OVER and size > MAX_SHIPPED_MODEL:
+                files[MODEL_LEFT] = (f"the model ({size / 2**20:.0f} MiB) was not sent back from node "
+                                     f"{answer.node}: larger than {MAX_SHIPPED_MODEL / 2**20:.0f} MiB\n").encode()
+            elif path.is_file():
+                files[path.name] = path.read_bytes()
         if done.stderr.strip():
             files[NODE_LOG] = done.stderr.encode()
         shutil.rmtree(answer.workspace, ignore_errors=True)
@@ -250,8 +263,8 @@ class RayExecutor:
         self.workers = workers
         self.address = address
         try:
-            ray.init(address=address or "local", logging_level="WARNING", log_to_driver=False,
-                     include_dashboard=False, configure_logging=False)
+            local = {} if address else {"include_dashboard": False}
+            ray.init(address=address or "local", logging_level="WARNING", log_to_driver=False, **local)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise SettingsError(f"could not connect to the Ray cluster at {address}: {e}; start it with "
                                 "`ray start --head` (or leave --ray-address out to start a local one)") from None

@@ -40,6 +40,7 @@ from autoresearch.settings import load as load_settings
 from autoresearch.workspace import Workspace
 
 ENV_NODE_ROOT = "AUTORESEARCH_NODE_DIR"
+ENV_NODE_NAME = "AUTORESEARCH_NODE_NAME"  # how the executor names this node (the Ray node's id)
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
@@ -120,6 +121,7 @@ def execute(job: Job) -> Answer:
     _end_with_parent((runs_dir or ws.runs_dir) / job.run_id)
     result = runner.run(job.run_id, ws.git.head())
     result.commit = job.commit  # the coordinator's name for the commit that ran
+    result.node = os.environ.get(ENV_NODE_NAME) or node_name()
     result.save((runs_dir or ws.runs_dir) / job.run_id)
     return Answer(RAN, result=RunResult.load((runs_dir or ws.runs_dir) / job.run_id).__dict__, node=node_name(),
                   workspace=str(ws.root), seconds=round(time.monotonic() - started, 2))

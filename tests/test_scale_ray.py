@@ -1,0 +1,79 @@
+"""The Ray executor against a real Ray cluster of two node processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import threading
+
+import psutil
+import pytest
+
+from autoresearch.ledger import Ledger
+from autoresearch.loop import Researcher
+from autoresearch.proposers.search import SearchProposer
+from autoresearch.runner import RunResult
+from autoresearch.scale.coordinator import Coordinator
+from autoresearch.scale.executors import RayExecutor
+from tests.raycluster import LoopbackRayCluster, keep_loopback
+from tests.test_loop import wait_for
+from tests.test_scale import consistent, no_run_processes_left, overlapping
+
+pytest.importorskip("ray")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def ray_cluster(tmp_path, monkeypatch):
+    keep_loopback(monkeypatch)
+    cluster = LoopbackRayCluster(cpus_per_node=1, env={"AUTORESEARCH_NODE_DIR": str(tmp_path / "nodes")})
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+def training_worker(cluster: LoopbackRayCluster, ws) -> psutil.Process | None:
+    """A Ray worker whose node is training an experiment (its train.py has written metrics)."""
+    for worker in cluster.workers():
+        try:
+            for child in worker.children(recursive=True):
+                if "train.py" in child.cmdline() and any(
+                        (ws.runs_dir / r.name / "metrics.jsonl").exists() for r in ws.runs_dir.iterdir()):
+                    return worker
+        except psutil.Error:
+            continue
+    return None
+
+
+def test_ray_executor_runs_on_two_nodes_and_survives_a_killed_worker(make_workspace, ray_cluster):
+    ws = make_workspace(budget=4, baseline_runs=1)
+    logged: list[str] = []
+    researcher = Researcher.open(ws.root, log=logged.append)
+    executor = RayExecutor(2, researcher.settings, address=ray_cluster.address)
+    coordinator = Coordinator(researcher, executor, log=logged.append)
+    failure: list[BaseException] = []
+
+    def loop():
+        try:
+            coordinator.loop(SearchProposer(seed=0), max_experiments=3)
+        except BaseException as e:  # reported by the test thread
+            import traceback
+            failure.append("".join(traceback.format_exception(e)))
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    try:
+        wait_for(lambda: any("run 0003" in line for line in logged) and training_worker(ray_cluster, ws), timeout=300)
+        training_worker(ray_cluster, ws).kill()  # a Ray worker dies mid-run
+        thread.join(timeout=600)
+    finally:
+        executor.close()
+    assert not thread.is_alive() and not failure, failure or "\n".join(logged)
+    text = "\n".join(logged)
+    assert "retrying (attempt 2 of 2)" in text and "WorkerCrashedError" in text, text
+    rows = consistent(ws, experiments=3)
+    assert {r.workers for r in rows} == {2}
+    results = [RunResult.load(ws.runs_dir / r.run_id) for r in rows]
+    assert len({r.node for r in results}) == 2 and all("ray-node-" in r.node for r in results)  # both nodes ran runs
+    assert overlapping(ws, [r for r in rows if r.kind == "baseline"])
+    for row in rows:  # the run folders came back from the nodes
+        assert (ws.runs_dir / row.run_id / "train.log").exists() and (ws.runs_dir / row.run_id / "eval.json").exists()
+    no_run_processes_left(ws)
