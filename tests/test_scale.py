@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from autoresearch import hparams
-from autoresearch.errors import SettingsError
+from autoresearch.errors import SettingsError, WorkspaceError
 from autoresearch.ledger import Ledger
 from autoresearch.loop import Researcher
 from autoresearch.runner import RunResult
@@ -75,6 +75,8 @@ def test_two_local_workers_run_concurrently_with_ledger_and_branch_consistent(ma
     assert len(baseline) == 2 and overlapping(ws, baseline)  # the noise is measured two at a time
     assert overlapping(ws, [r for r in rows if r.kind != "baseline"])
     assert {r.workers for r in rows} == {2}
+    experiments = [r.description for r in rows if r.kind == "experiment"]
+    assert len(set(experiments)) == len(experiments)  # the search asked for distinct points while others ran
     for row in rows:
         if row.kind == "experiment":
             record = json.loads((ws.runs_dir / row.run_id / "proposal.json").read_text())
@@ -96,8 +98,13 @@ def test_a_stale_win_is_combined_onto_the_new_best(make_workspace):
     commit_train(ws, slow, "learning rates 100x too small")
     matrix = {"MATRIX_LR": GOOD_LRS["MATRIX_LR"]}
     embeddings = {k: GOOD_LRS[k] for k in ("EMBEDDING_LR", "UNEMBEDDING_LR")}
-    proposer = Scripted([("restore MATRIX_LR", set_values(matrix)),
-                         ("restore the embedding learning rates", set_values(embeddings))])
+    in_flight: list[tuple[str, ...]] = []
+
+    def seeing(edit):  # what the proposer is told is under way when it proposes
+        return lambda ctx: (in_flight.append(ctx.in_flight), edit(ctx))
+
+    proposer = Scripted([("restore MATRIX_LR", seeing(set_values(matrix))),
+                         ("restore the embedding learning rates", seeing(set_values(embeddings)))])
     logged: list[str] = []
     researcher = Researcher.open(ws.root, log=logged.append)
     executor = LocalExecutor(ws, 2)
@@ -118,6 +125,7 @@ def test_a_stale_win_is_combined_onto_the_new_best(make_workspace):
     values = hparams.read_block(ws.git.show(combined[0].commit, "train.py").decode())
     assert {k: values[k].value for k in GOOD_LRS} == GOOD_LRS
     assert any("runs next" in line for line in logged)
+    assert in_flight == [(), ("restore MATRIX_LR",)]  # the second proposal knew what the first worker runs
     consistent(ws, experiments=3)
 
 
@@ -208,3 +216,20 @@ def test_a_killed_worker_is_retried_and_a_killed_coordinator_resumes(make_worksp
     assert len(experiments) >= 4  # what was under way when the coordinator died, then 3 more
     consistent(ws, experiments=len(experiments))
     no_run_processes_left(ws)
+
+
+def test_a_refusing_node_stops_the_loop_with_its_reason_and_loses_nothing(make_workspace):
+    ws = make_workspace(budget=3, baseline_runs=1)
+    researcher = Researcher.open(ws.root, log=lambda _: None)
+    real = researcher.prepared
+    # the coordinator's data differ from what the nodes prepare (as on a machine with other data)
+    researcher.prepared = type(real)(real.directory, {**real.manifest, "data_sha256": "f" * 64})
+    executor = LocalExecutor(ws, 1)
+    try:
+        with pytest.raises(WorkspaceError, match="data fingerprint .* but the coordinator's is ffffffffffff"):
+            Coordinator(researcher, executor, log=lambda _: None).loop(Scripted([]), max_experiments=1)
+    finally:
+        executor.close()
+    assert not ws.ledger_path.exists()  # nothing was recorded as a result...
+    flights = json.loads((ws.state_dir / "flights.json").read_text())
+    assert [p["kind"] for p in flights] == ["baseline"]  # ...and the baseline is still to be run on resume

@@ -24,7 +24,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def ray_cluster(tmp_path, monkeypatch):
     keep_loopback(monkeypatch)
-    cluster = LoopbackRayCluster(cpus_per_node=1, env={"AUTORESEARCH_NODE_DIR": str(tmp_path / "nodes")})
+    # the nodes get a data cache of their own: they prepare the data themselves, and prove it by fingerprint
+    cluster = LoopbackRayCluster(cpus_per_node=1, env={"AUTORESEARCH_NODE_DIR": str(tmp_path / "nodes"),
+                                                       "AUTORESEARCH_CACHE": str(tmp_path / "node-cache")})
     cluster.start()
     yield cluster
     cluster.stop()
@@ -43,7 +45,7 @@ def training_worker(cluster: LoopbackRayCluster, ws) -> psutil.Process | None:
     return None
 
 
-def test_ray_executor_runs_on_two_nodes_and_survives_a_killed_worker(make_workspace, ray_cluster):
+def test_ray_executor_runs_on_two_nodes_and_survives_a_killed_worker(make_workspace, ray_cluster, tmp_path):
     ws = make_workspace(budget=4, baseline_runs=1)
     logged: list[str] = []
     researcher = Researcher.open(ws.root, log=logged.append)
@@ -76,4 +78,7 @@ def test_ray_executor_runs_on_two_nodes_and_survives_a_killed_worker(make_worksp
     assert overlapping(ws, [r for r in rows if r.kind == "baseline"])
     for row in rows:  # the run folders came back from the nodes
         assert (ws.runs_dir / row.run_id / "train.log").exists() and (ws.runs_dir / row.run_id / "eval.json").exists()
+    node_logs = [(ws.runs_dir / r.run_id / "node.log") for r in rows]
+    assert any(log.exists() and "[node prepare]" in log.read_text() for log in node_logs)
+    assert (tmp_path / "node-cache" / "prepared").is_dir()
     no_run_processes_left(ws)
