@@ -251,7 +251,10 @@ def test_run_folder_file_names_match_the_harness() -> None:
     assert model.STATE_FILE == loop.STATE_FILE
     import inspect
 
-    assert f'"{model.DIFF_FILE}"' in inspect.getsource(loop.Researcher._run)
+    assert f'"{model.DIFF_FILE}"' in inspect.getsource(loop.Researcher.attach)
+    from autoresearch.scale import coordinator
+
+    assert model.FLIGHTS_FILE == coordinator.FLIGHTS_FILE
 
 
 def test_loss_curve_survives_a_half_written_line_and_bad_values(tmp_path: Path) -> None:

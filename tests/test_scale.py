@@ -22,7 +22,16 @@ from autoresearch.scale.coordinator import CANDIDATES, Coordinator
 from autoresearch.scale.executors import LocalExecutor, plan_slots
 from autoresearch.scale.job import REFUSED, Job
 from autoresearch.scale.node import execute
-from tests.test_loop import GOOD_LRS, SLOW_LRS, Scripted, commit_train, run_cli, set_values, wait_for
+from tests.test_loop import (
+    GOOD_LRS,
+    SLOW_LRS,
+    Scripted,
+    commit_train,
+    insert_before_setup,
+    run_cli,
+    set_values,
+    wait_for,
+)
 
 
 def consistent(ws, experiments: int) -> list:
@@ -70,12 +79,13 @@ def test_two_local_workers_run_concurrently_with_ledger_and_branch_consistent(ma
     loop = run_cli(ws, "loop", "--workers", "2", "--executor", "local", "--max-experiments", "4")
     out, _ = loop.communicate(timeout=400)
     assert loop.returncode == 0, out
-    rows = consistent(ws, experiments=4)
+    combined = sum(r.description.startswith("combine: ") for r in Ledger.open(ws.ledger_path).rows)
+    rows = consistent(ws, experiments=4 + combined)  # 4 proposals, and a combination per stale win
     baseline = [r for r in rows if r.kind == "baseline"]
     assert len(baseline) == 2 and overlapping(ws, baseline)  # the noise is measured two at a time
     assert overlapping(ws, [r for r in rows if r.kind != "baseline"])
     assert {r.workers for r in rows} == {2}
-    experiments = [r.description for r in rows if r.kind == "experiment"]
+    experiments = [r.description for r in rows if r.kind == "experiment" and not r.description.startswith("combine")]
     assert len(set(experiments)) == len(experiments)  # the search asked for distinct points while others ran
     for row in rows:
         if row.kind == "experiment":
@@ -83,7 +93,7 @@ def test_two_local_workers_run_concurrently_with_ledger_and_branch_consistent(ma
             assert record["description"] == row.description and record["proposer"] == "search"
             assert (ws.runs_dir / row.run_id / "diff.patch").read_text().startswith("diff --git")
     refs = ws.git.run("for-each-ref", "--format=%(refname)", CANDIDATES).splitlines()
-    assert len(refs) == 4  # every candidate commit kept reachable
+    assert len(refs) == 4 + combined  # every candidate commit kept reachable
     assert "(2 at a time)" in out
     no_run_processes_left(ws)
     status = run_cli(ws, "status")
@@ -233,3 +243,25 @@ def test_a_refusing_node_stops_the_loop_with_its_reason_and_loses_nothing(make_w
     assert not ws.ledger_path.exists()  # nothing was recorded as a result...
     flights = json.loads((ws.state_dir / "flights.json").read_text())
     assert [p["kind"] for p in flights] == ["baseline"]  # ...and the baseline is still to be run on resume
+
+
+@pytest.mark.slow
+def test_a_run_that_reaches_into_the_coordinators_workspace_is_flagged_and_undone(make_workspace):
+    ws = make_workspace(budget=3, baseline_runs=1)
+    fixed = (ws.root / "prepare.py").read_text()
+    # the node's workspace is <workspace>/.autoresearch/nodes/<run>/: three levels below the coordinator's
+    reach = ("import pathlib; _root = pathlib.Path.cwd().parents[2]; "
+             "(_root / 'prepare.py').write_text('EVIL = 1\\n'); (_root / 'results.tsv').write_text('forged\\n')")
+    proposer = Scripted([("reach out", insert_before_setup(reach))])
+    logged: list[str] = []
+    researcher = Researcher.open(ws.root, log=logged.append)
+    executor = LocalExecutor(ws, 1)
+    try:
+        Coordinator(researcher, executor, log=logged.append).loop(proposer, max_experiments=1)
+    finally:
+        executor.close()
+    assert (ws.root / "prepare.py").read_text() == fixed
+    rows = Ledger.open(ws.ledger_path).rows  # the forged ledger was rewritten from the coordinator's rows
+    assert [r.kind for r in rows] == ["baseline", "experiment"]
+    assert "coordinator's workspace changed while this run was under way: prepare.py" in rows[1].flags
+    assert "results.tsv" in rows[1].flags and any("warning: prepare.py" in line for line in logged)

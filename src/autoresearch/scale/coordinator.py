@@ -32,7 +32,7 @@ from pathlib import Path
 import autoresearch
 from autoresearch import atomic, processes
 from autoresearch.errors import ProposerError, WorkspaceError
-from autoresearch.ledger import Row
+from autoresearch.ledger import Row, render
 from autoresearch.loop import MAX_PROPOSER_FAILURES, Pending, Researcher, Spent, _commit_message
 from autoresearch.proposers.base import Proposer, clear_proposal_files, proposal_dir
 from autoresearch.runner import HANDED_OVER, RunResult, now
@@ -61,6 +61,7 @@ class Coordinator:
         self.failures = 0
         self._files: dict[str, dict[str, str]] = {}
         self._recover()
+        self.head = self.ws.git.head()  # where the coordinator left the branch
 
     # --- persistence ------------------------------------------------------------------------
 
@@ -219,7 +220,7 @@ class Coordinator:
         clear_proposal_files(self.ws)
         proposal = None
         try:
-            proposal = proposer.propose(self.r.context(in_flight=self._in_flight(), returned=tuple(self.returned)))
+            proposal = proposer.propose(self.r.context(in_flight=self._in_flight(), returned=tuple(self.returned[-5:])))
             spent.add(proposal.tokens, proposal.cost_usd)
             refused = self.r.refuse_other_files(proposal, proposer.name, parent)
             if refused:
@@ -302,9 +303,37 @@ class Coordinator:
             run_dir.mkdir(parents=True, exist_ok=True)
             for name, data in finished.files.items():
                 atomic.write_bytes(run_dir / Path(name).name, data)
-            RunResult(**finished.answer.result).save(run_dir)
+            result = RunResult(**finished.answer.result)
+            changed = self._check_workspace()
+            if changed:
+                result.flags.append(f"the coordinator's workspace changed while this run was under way: {changed}")
+            result.save(run_dir)
         self.r.attach(pending, run_dir, self._proposal_files(pending))
         return self._advance(pending)
+
+    def _check_workspace(self) -> str:
+        """Runs work in workspaces of their own, but a local run could still reach this one: after each
+        run, the fixed files, the branch, the working tree and the ledger must be as the coordinator
+        left them. What changed is restored and returned, in words (empty when nothing did)."""
+        git = self.ws.git
+        changed = self.ws.check_fixed_files() + git.dirty_paths()
+        if git.head() != self.head:
+            changed.append(f"the branch (moved to {git.head()[:7]})")
+        if changed:
+            git.run("reset", "--quiet", "--hard", self.head)
+            git.run("clean", "-f", "-d")
+        try:
+            ledger = self.ws.ledger_path.read_text(encoding="utf-8")
+        except OSError:
+            ledger = ""
+        if self.r.ledger.rows and ledger != render(self.r.ledger.rows):
+            changed.append(self.ws.ledger_path.name)
+            atomic.write_text(self.ws.ledger_path, render(self.r.ledger.rows))
+        if changed:
+            what = ", ".join(changed) + " (restored)"
+            self.log(f"warning: {what}")
+            return what
+        return ""
 
     def _advance(self, pending: Pending) -> int:
         """Take a candidate one step: decide it, or start its next run. 1 when decided."""
@@ -336,6 +365,7 @@ class Coordinator:
         self.r.record(rows)
         if kept:
             self.ws.git.run("reset", "--quiet", "--hard", pending.candidate)
+            self.head = pending.candidate
         else:
             for row in rows:
                 (self.ws.runs_dir / row.run_id / HANDED_OVER).unlink(missing_ok=True)
