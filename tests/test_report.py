@@ -386,6 +386,15 @@ def test_dashboard_follows_the_run_under_way(tmp_path: Path) -> None:
     assert dashboard.state(folder)["current"]["run_id"] == ""
     (folder / ".autoresearch" / "state.json").unlink()
     assert dashboard.state(folder)["current"] is None
+    # parallel workers: no state.json between proposals; the candidate whose run started last shows
+    flights = [{"phase": "running", "parent": "abc", "kind": "experiment", "description": "deeper", "runs": ["0098"]},
+               {"phase": "running", "parent": "abc", "kind": "experiment", "description": "wider MLP", "runs": ["0099"]},
+               {"phase": "queued", "parent": "abc", "kind": "experiment", "description": "combine: x", "runs": []}]
+    (folder / ".autoresearch" / "flights.json").write_text(json.dumps(flights))
+    cur = dashboard.state(folder)["current"]
+    assert cur["run_id"] == "0099" and cur["description"] == "wider MLP" and cur["step"] == 49
+    (folder / ".autoresearch" / "flights.json").write_text("[]")
+    assert dashboard.state(folder)["current"] is None
 
 
 def test_dashboard_before_the_first_row_and_on_a_corrupt_ledger(tmp_path: Path) -> None:

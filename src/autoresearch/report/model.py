@@ -33,6 +33,7 @@ LOG_FILE = "train.log"  # runner.LOG_FILE
 RESULT_FILE = "result.json"  # runner.RESULT_FILE
 DIFF_FILE = "diff.patch"  # written by the loop: the change to train.py, parent -> candidate
 STATE_FILE = "state.json"  # loop.STATE_FILE, in STATE_DIR: the step under way
+FLIGHTS_FILE = "flights.json"  # scale.coordinator.FLIGHTS_FILE: the candidates under way with parallel workers
 _NUMBER = (int, float)  # exact types: a JSON true/false is not a number here
 CURVE_POINTS = 200  # a loss curve is averaged down to at most this many points
 MAX_DIFF_CHARS = 200_000  # a diff longer than this is cut (with a note) so one run cannot bloat the report
@@ -422,10 +423,10 @@ def live_run(research: Research) -> LiveRun | None:
     The loop removes the file when a step is done; if the loop was killed the file stays until it
     resumes, which `last_output` (when the run last wrote anything) makes visible.
     """
-    state = _read_json(research.folder / STATE_DIR / STATE_FILE)
+    recorded = {r.run_id for r in research.rows if r.run_id}
+    state = _read_json(research.folder / STATE_DIR / STATE_FILE) or _latest_flight(research, recorded)
     if not state:
         return None
-    recorded = {r.run_id for r in research.rows if r.run_id}
     runs = [r for r in state.get("runs", []) if isinstance(r, str) and r not in recorded]
     phase = str(state.get("phase", ""))
     run_id = runs[-1] if runs and phase == "running" else ""
@@ -434,6 +435,19 @@ def live_run(research: Research) -> LiveRun | None:
     description = str(state.get("description") or ("baseline" if kind == "baseline" else ""))
     budget = research.settings.time_budget if research.settings else None
     return LiveRun(phase, run_id, description, kind, read_curve(run_dir), budget, _last_output(run_dir))
+
+
+def _latest_flight(research: Research, recorded: set[str]) -> dict:
+    """With parallel workers (scale/): the candidate whose run started last, from flights.json."""
+    try:
+        flights = json.loads((research.folder / STATE_DIR / FLIGHTS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(flights, list):
+        return {}
+    running = [f for f in flights if isinstance(f, dict) and f.get("phase") == "running"
+               and any(r not in recorded for r in f.get("runs", []))]
+    return max(running, key=lambda f: max(r for r in f["runs"] if r not in recorded), default={})
 
 
 def _last_output(run_dir: Path | None) -> float | None:
