@@ -19,7 +19,7 @@ from autoresearch.loop import Researcher
 from autoresearch.runner import RunResult
 from autoresearch.scale import frontier
 from autoresearch.scale.coordinator import CANDIDATES, Coordinator
-from autoresearch.scale.executors import LocalExecutor, plan_slots
+from autoresearch.scale.executors import LocalExecutor, make_executor, plan_slots
 from autoresearch.scale.job import REFUSED, Job
 from autoresearch.scale.node import execute
 from tests.test_loop import (
@@ -168,6 +168,16 @@ def test_local_slots_split_cores_or_refuse_clearly():
         plan_slots(0, device="cpu")
 
 
+
+def test_executor_options_that_do_not_go_together_are_refused(make_workspace):
+    ws = make_workspace()
+    for address, cpus in (("127.0.0.1:6379", None), (None, 2)):
+        with pytest.raises(SettingsError, match="go with --executor ray"):
+            make_executor("local", ws, ws.settings(), 2, address, cpus)
+    with pytest.raises(SettingsError, match="unknown executor 'slurm'"):
+        make_executor("slurm", ws, ws.settings(), 2)
+
+
 def test_a_node_refuses_a_job_whose_data_fingerprint_differs(make_workspace, tmp_path):
     ws = make_workspace()
     researcher = Researcher.open(ws.root, log=lambda _: None)
@@ -265,3 +275,16 @@ def test_a_run_that_reaches_into_the_coordinators_workspace_is_flagged_and_undon
     assert [r.kind for r in rows] == ["baseline", "experiment"]
     assert "coordinator's workspace changed while this run was under way: prepare.py" in rows[1].flags
     assert "results.tsv" in rows[1].flags and any("warning: prepare.py" in line for line in logged)
+
+
+def test_an_interrupted_parallel_loop_is_not_resumed_as_a_single_one(make_workspace, monkeypatch, capsys):
+    from autoresearch.cli import main
+
+    ws = make_workspace()
+    ws.state_dir.mkdir(parents=True, exist_ok=True)
+    (ws.state_dir / "flights.json").write_text(json.dumps([{"phase": "queued", "parent": ws.git.head(),
+                                                              "kind": "baseline", "proposer": "baseline"}]))
+    monkeypatch.chdir(ws.root)
+    assert main(["loop", "--max-experiments", "1"]) == 1
+    assert "resume it with the same --workers and --executor" in capsys.readouterr().err
+    assert not ws.ledger_path.exists()

@@ -322,8 +322,9 @@ class RayExecutor:
 def make_executor(kind: str, ws: Workspace, settings: Settings, workers: int, address: str | None = None,
                   cpus_per_run: int | None = None) -> Executor:
     if kind == "local":
-        if address:
-            raise SettingsError("--ray-address goes with --executor ray")
+        if address or cpus_per_run:
+            raise SettingsError("--ray-address and --cpus-per-run go with --executor ray (the local executor "
+                                "splits this machine's cores itself)")
         return LocalExecutor(ws, workers)
     if kind == "ray":
         return RayExecutor(workers, settings, address, cpus_per_run)
