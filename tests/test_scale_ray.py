@@ -82,3 +82,39 @@ def test_ray_executor_runs_on_two_nodes_and_survives_a_killed_worker(make_worksp
     assert any(log.exists() and "[node prepare]" in log.read_text() for log in node_logs)
     assert (tmp_path / "node-cache" / "prepared").is_dir()
     no_run_processes_left(ws)
+
+
+def test_ray_executor_without_an_address_starts_a_local_cluster_and_stops_it(make_workspace, monkeypatch,
+                                                                             tmp_path):
+    keep_loopback(monkeypatch)
+    marker = f"local-{tmp_path.name}"
+    monkeypatch.setenv("AUTORESEARCH_TEST_RAY_LOCAL", marker)  # inherited by the processes Ray starts
+    monkeypatch.setenv("AUTORESEARCH_NODE_DIR", str(tmp_path / "nodes"))
+    ws = make_workspace(budget=3, baseline_runs=1)
+    researcher = Researcher.open(ws.root, log=lambda _: None)
+    executor = RayExecutor(1, researcher.settings)
+    try:
+        cpus = int(executor.ray.cluster_resources()["CPU"])
+        assert executor.request == {"num_cpus": cpus} and executor.threads == cpus  # 1 worker: all the CPUs
+        Coordinator(researcher, executor, log=lambda _: None).loop(SearchProposer(seed=0), max_experiments=1)
+    finally:
+        executor.close()
+    rows = consistent(ws, experiments=1)
+    assert all("ray-node-" in RunResult.load(ws.runs_dir / r.run_id).node for r in rows)
+
+    def ray_processes() -> list[psutil.Process]:
+        found = []
+        for proc in psutil.process_iter():
+            try:
+                with open(f"/proc/{proc.pid}/environ", "rb") as f:
+                    if f"AUTORESEARCH_TEST_RAY_LOCAL={marker}".encode() in f.read().split(b"\0"):
+                        found.append(proc)
+            except OSError:
+                continue
+        return [p for p in found if p.pid != psutil.Process().pid]
+
+    try:
+        wait_for(lambda: not ray_processes(), timeout=60)  # the local cluster went with the executor
+    finally:
+        for proc in ray_processes():
+            proc.kill()

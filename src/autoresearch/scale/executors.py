@@ -263,7 +263,9 @@ class RayExecutor:
         self.workers = workers
         self.address = address
         try:
-            local = {} if address else {"include_dashboard": False}
+            # A cluster of this machine alone: no dashboard, and asked to stay on loopback (Ray may
+            # still choose the machine's address for it).
+            local = {} if address else {"include_dashboard": False, "_node_ip_address": "127.0.0.1"}
             ray.init(address=address or "local", logging_level="WARNING", log_to_driver=False, **local)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise SettingsError(f"could not connect to the Ray cluster at {address}: {e}; start it with "
