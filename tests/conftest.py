@@ -21,6 +21,8 @@ os.environ["HF_HOME"] = str(_SESSION_ROOT / "hf-home")
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.pop("HF_ENDPOINT", None)
 os.environ.pop("AUTORESEARCH_DEVICE", None)
+# Ray's token authentication keeps its token in ~/.ray; the test clusters (loopback only) run without it.
+os.environ["RAY_AUTH_MODE"] = "disabled"
 # Test workers run side by side on small machines: one thread per training process each.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
