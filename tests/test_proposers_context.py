@@ -156,3 +156,18 @@ def test_notes_are_appended_atomically_and_kept(tmp_path):
     assert text.startswith("# Research notes")
     assert text.index("llm: deeper") < text.index('outcome of "deeper": discard') < text.index("failed before running")
     assert "block 1 does not match train.py" in text and "(details)" not in text
+
+
+def test_context_lists_what_parallel_workers_run_and_the_stale_wins_given_back(make_workspace):
+    import dataclasses
+
+    ws = make_workspace()
+    ctx = dataclasses.replace(make_context(ws), in_flight=("DEPTH 8 -> 10",),
+                              returned=("MATRIX_LR 0.04 -> 0.05", "a rotary base of 50000"))
+    text = context.build(ctx, "", context.token_counter("workspace", ctx.settings), budget=200_000).text
+    running = text.split("# Being run right now by other workers")[1]
+    assert running.startswith(" (propose something different)\n\n- DEPTH 8 -> 10")
+    given_back = text.split("# Won against an older best, but conflict with the current best train.py")[1]
+    assert "- MATRIX_LR 0.04 -> 0.05\n- a rotary base of 50000" in given_back
+    plain = context.build(make_context(ws), "", context.token_counter("workspace", ctx.settings), budget=200_000).text
+    assert "Being run right now" not in plain and "Won against an older best" not in plain
