@@ -32,27 +32,34 @@ from tests.test_loop import (
     set_values,
     wait_for,
 )
+from tests.test_loop import consistent as single_loop_consistent
 
 
 def consistent(ws, experiments: int) -> list:
-    """The ledger, the branch and the run folders agree; returns the rows."""
-    rows = Ledger.open(ws.ledger_path).rows
-    ids = [r.run_id for r in rows if r.run_id]
-    assert len(ids) == len(set(ids)), "a run was logged twice"
-    assert sum(r.kind == "experiment" for r in rows) == experiments
-    kept = [r for r in rows if r.status == "keep"]
-    assert ws.git.short() == kept[-1].commit  # the branch head is the last kept commit
-    assert ws.git.dirty_paths() == [] and not (ws.state_dir / "state.json").exists()
+    """What the single loop's test checks (ledger, branch head, run records agree), and: nothing is
+    left under way, and exactly the kept commits are on the branch. Returns the rows."""
+    rows = single_loop_consistent(ws, experiments)
     assert json.loads((ws.state_dir / "flights.json").read_text()) == []
     branch = ws.git.run("rev-list", "HEAD").splitlines()
-    for row in kept:  # every kept commit is on the branch, every discarded one is not
-        assert any(c.startswith(row.commit) for c in branch)
     for row in rows:
-        if row.status != "keep" and row.kind == "experiment" and row.run_id:
-            assert not any(c.startswith(row.commit) for c in branch)
-    for run_id in ids:
-        assert RunResult.load(ws.runs_dir / run_id) is not None
+        on_branch = any(c.startswith(row.commit) for c in branch)
+        if row.status == "keep":
+            assert on_branch, row
+        elif row.kind == "experiment" and row.run_id:
+            assert not on_branch, row
     return rows
+
+
+def run_coordinator(ws, proposer, workers: int, max_experiments: int) -> list[str]:
+    """The parallel loop in this process with the local executor; returns what it logged."""
+    logged: list[str] = []
+    researcher = Researcher.open(ws.root, log=logged.append)
+    executor = LocalExecutor(ws, workers)
+    try:
+        Coordinator(researcher, executor, log=logged.append).loop(proposer, max_experiments=max_experiments)
+    finally:
+        executor.close()
+    return logged
 
 
 def overlapping(ws, rows) -> bool:
@@ -115,14 +122,8 @@ def test_a_stale_win_is_combined_onto_the_new_best(make_workspace):
 
     proposer = Scripted([("restore MATRIX_LR", seeing(set_values(matrix))),
                          ("restore the embedding learning rates", seeing(set_values(embeddings)))])
-    logged: list[str] = []
-    researcher = Researcher.open(ws.root, log=logged.append)
-    executor = LocalExecutor(ws, 2)
-    try:
-        # both proposals start from the same best, run side by side; the first to win moves the best
-        Coordinator(researcher, executor, log=logged.append).loop(proposer, max_experiments=2)
-    finally:
-        executor.close()
+    # both proposals start from the same best, run side by side; the first to win moves the best
+    logged = run_coordinator(ws, proposer, workers=2, max_experiments=2)
     rows = Ledger.open(ws.ledger_path).rows
     first, second = [r for r in rows if r.kind == "experiment"][:2]
     assert first.status == "keep", "\n".join(logged)
@@ -263,13 +264,7 @@ def test_a_run_that_reaches_into_the_coordinators_workspace_is_flagged_and_undon
     reach = ("import pathlib; _root = pathlib.Path.cwd().parents[2]; "
              "(_root / 'prepare.py').write_text('EVIL = 1\\n'); (_root / 'results.tsv').write_text('forged\\n')")
     proposer = Scripted([("reach out", insert_before_setup(reach))])
-    logged: list[str] = []
-    researcher = Researcher.open(ws.root, log=logged.append)
-    executor = LocalExecutor(ws, 1)
-    try:
-        Coordinator(researcher, executor, log=logged.append).loop(proposer, max_experiments=1)
-    finally:
-        executor.close()
+    logged = run_coordinator(ws, proposer, workers=1, max_experiments=1)
     assert (ws.root / "prepare.py").read_text() == fixed
     rows = Ledger.open(ws.ledger_path).rows  # the forged ledger was rewritten from the coordinator's rows
     assert [r.kind for r in rows] == ["baseline", "experiment"]

@@ -7,7 +7,6 @@ import threading
 import psutil
 import pytest
 
-from autoresearch.ledger import Ledger
 from autoresearch.loop import Researcher
 from autoresearch.proposers.search import SearchProposer
 from autoresearch.runner import RunResult

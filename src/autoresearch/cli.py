@@ -240,21 +240,21 @@ def cmd_loop(args: argparse.Namespace) -> int:
     if config.name == "llm":  # the client holds the key now: training runs and their logs never see it
         os.environ.pop(config.key_env(), None)
     researcher = Researcher.open(tag=args.tag)
+    from autoresearch.scale import coordinator
+
     if args.workers is None and args.executor is None:
-        flights = researcher.ws.state_dir / "flights.json"
-        if flights.exists() and flights.read_text().strip() not in ("", "[]"):
+        if coordinator.interrupted(researcher.ws):
             raise SettingsError("a parallel loop was interrupted here: resume it with the same --workers and "
                                 "--executor (what it had under way is in .autoresearch/flights.json)")
         done = researcher.loop(proposer, max_experiments=args.max_experiments, hours=args.hours,
                                max_cost=config.max_cost, max_tokens=config.max_tokens)
     else:
-        from autoresearch.scale.coordinator import Coordinator
         from autoresearch.scale.executors import make_executor
 
         executor = make_executor(args.executor or "local", researcher.ws, researcher.settings, args.workers or 1,
                                  args.ray_address, args.cpus_per_run)
         try:
-            done = Coordinator(researcher, executor).loop(proposer, max_experiments=args.max_experiments,
+            done = coordinator.Coordinator(researcher, executor).loop(proposer, max_experiments=args.max_experiments,
                                                           hours=args.hours, max_cost=config.max_cost,
                                                           max_tokens=config.max_tokens)
         finally:

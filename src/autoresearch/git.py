@@ -98,6 +98,11 @@ class Git:
         self.run("update-ref", f"{keep_under}{commit}", commit)
         return commit
 
+    def reset_clean(self, rev: str) -> None:
+        """Branch, index and working tree at `rev`, untracked files (not ignored ones) removed."""
+        self.run("reset", "--quiet", "--hard", rev)
+        self.run("clean", "-f", "-d")
+
     def tracked_files(self, rev: str) -> dict[str, bytes]:
         """Every file of commit `rev`: path -> content."""
         return {path: self.show(rev, path) for path in self.run("ls-tree", "-r", "--name-only", rev).splitlines()}

@@ -197,8 +197,7 @@ class Researcher:
                 pending.phase, pending.candidate = "running", git.head()  # the commit made it
             else:
                 self.log("recovering: dropping an uncommitted proposal")
-                git.run("reset", "--quiet", "--hard", pending.parent)
-                git.run("clean", "-f", "-d")
+                git.reset_clean(pending.parent)
                 clear_proposal_files(self.ws)
                 self._save(None)
                 return
@@ -209,25 +208,29 @@ class Researcher:
             self._save(None)
             return
         self.log(f"recovering: resuming {pending.kind} {pending.description or pending.candidate[:7]!r}")
-        git.run("reset", "--quiet", "--hard", pending.candidate or pending.parent)
-        git.run("clean", "-f", "-d")
+        git.reset_clean(pending.candidate or pending.parent)
         finished = []
         for run_id in pending.runs:
             if run_id not in recorded and RunResult.load(self.ws.runs_dir / run_id) is not None:
                 finished.append(run_id)
                 continue
-            orphans = processes.run_processes(processes.run_key(self.ws.runs_dir / run_id), None, set())  # train.py of the killed loop
-            if orphans:
-                self.log(f"recovering: ending {len(orphans)} process(es) left by interrupted run {run_id}")
-                processes.kill_all(orphans)
-            if (self.ws.runs_dir / run_id).exists():
-                shutil.rmtree(self.ws.runs_dir / run_id)  # interrupted mid-run: it will run again
+            self.drop_interrupted_run(run_id)
         pending.runs = finished
         self._save(pending)
         if pending.kind == "baseline":
             self._finish_baseline(pending)
         else:
             self._finish_candidate(pending)
+
+    def drop_interrupted_run(self, run_id: str) -> None:
+        """A run cut short by a kill: end the processes it left (found by its key) and remove its
+        folder; it will run again."""
+        run_dir = self.ws.runs_dir / run_id
+        orphans = processes.run_processes(processes.run_key(run_dir), None, set())
+        if orphans:
+            self.log(f"recovering: ending {len(orphans)} process(es) left by interrupted run {run_id}")
+            processes.kill_all(orphans)
+        shutil.rmtree(run_dir, ignore_errors=True)
 
     # --- runs -----------------------------------------------------------------------------------
 
@@ -250,12 +253,7 @@ class Researcher:
     def attach(self, pending: Pending, run_dir: Path, proposal_files: Path | None = None) -> None:
         """Put what was proposed next to a run's record: proposal.json, the proposer's files, the diff."""
         save_proposal(run_dir, pending.proposal, pending.proposer)
-        if proposal_files is None:
-            copy_proposal_files(self.ws, run_dir)
-        elif proposal_files.is_dir():
-            for path in sorted(proposal_files.iterdir()):
-                if path.is_file() and not (run_dir / path.name).exists():
-                    shutil.copyfile(path, run_dir / path.name)
+        copy_proposal_files(self.ws, run_dir, proposal_files)
         if pending.candidate:
             (run_dir / "diff.patch").write_text(self.ws.git.diff(pending.parent, pending.candidate, TRAIN_FILE))
 
@@ -309,17 +307,20 @@ class Researcher:
         results = [RunResult.load(self.ws.runs_dir / r) for r in pending.runs]
         results = [r for r in results if r is not None]
         have = len(self.best_runs())
-        nodes = self.complexity_of(pending.parent)
         while have + sum(r.outcome == "ok" for r in results) < self.settings.baseline_runs:
             result = self._run(pending)
             results.append(result)
             if result.outcome != "ok":
-                self.record([self._row(result, pending, result.outcome, "baseline", result.outcome, result.error,
-                                        nodes=nodes)])
-                raise WorkspaceError(
-                    f"the baseline run failed ({result.outcome}: {result.error}); see {self.ws.runs_dir / result.run_id / 'train.log'}")
+                self.fail_baseline(pending, result)
         self.record_baseline(pending, results)
         self._save(None)
+
+    def fail_baseline(self, pending: Pending, result: RunResult) -> None:
+        """Record a baseline run that did not finish well, and stop: nothing can be compared with it."""
+        self.record([self._row(result, pending, result.outcome, "baseline", result.outcome, result.error,
+                               nodes=self.complexity_of(pending.parent))])
+        raise WorkspaceError(f"the baseline run failed ({result.outcome}: {result.error}); see "
+                             f"{self.ws.runs_dir / result.run_id / 'train.log'}")
 
     def record_baseline(self, pending: Pending, results: list[RunResult]) -> None:
         nodes = self.complexity_of(pending.parent)
@@ -367,8 +368,7 @@ class Researcher:
         nodes = complexity.measure(self.ws.train_py.read_text(errors="replace")) if self.ws.train_py.exists() \
             else None
         before = self.complexity_of(parent)
-        git.run("reset", "--quiet", "--hard", parent)
-        git.run("clean", "-f", "-d")
+        git.reset_clean(parent)
         row = Row(commit=parent, val_bpb=None, memory_gb=None, status="invalid", description=proposal.description,
                   kind="experiment", parent=parent[:7], proposer=proposer, timestamp=now(), complexity=nodes,
                   complexity_delta=nodes - before if nodes is not None and before is not None else None,
@@ -462,16 +462,7 @@ class Researcher:
                 rows = self.experiment(proposal, proposer.name)
             except ProposerError as e:
                 failures += 1
-                if proposal is None:
-                    spent.add(e.tokens, e.cost_usd)
-                else:  # proposed, then refused by the coordinator: the proposal's cost is the failure's
-                    e.tokens, e.cost_usd = proposal.tokens, proposal.cost_usd
-                    e.description = e.description or proposal.description
-                self.ws.git.run("reset", "--quiet", "--hard", parent)
-                self.ws.git.run("clean", "-f", "-d")
-                self._save(None)
-                self.record_failed_proposal(e, proposer.name, parent)
-                self.log(f"proposer {proposer.name} failed ({failures}/{MAX_PROPOSER_FAILURES}): {e}")
+                self.proposal_failed(e, proposal, proposer.name, parent, spent, failures)
                 if failures >= MAX_PROPOSER_FAILURES:
                     raise
                 continue
@@ -479,6 +470,19 @@ class Researcher:
             proposer.observe(proposal, rows)
             done += 1
         return done
+
+    def proposal_failed(self, error: ProposerError, proposal: Proposal | None, proposer: str, parent: str,
+                        spent: Spent, failures: int) -> None:
+        """Undo a proposal that failed (`failures` in a row), count what it cost, and record it."""
+        if proposal is None:
+            spent.add(error.tokens, error.cost_usd)
+        else:  # proposed, then refused by the coordinator: the proposal's cost is the failure's
+            error.tokens, error.cost_usd = proposal.tokens, proposal.cost_usd
+            error.description = error.description or proposal.description
+        self.ws.git.reset_clean(parent)
+        self._save(None)
+        self.record_failed_proposal(error, proposer, parent)
+        self.log(f"proposer {proposer} failed ({failures}/{MAX_PROPOSER_FAILURES}): {error}")
 
     def record_failed_proposal(self, error: ProposerError, proposer: str, parent: str) -> None:
         """A proposal that never became a run: an `invalid` row (with what it cost), its files kept."""

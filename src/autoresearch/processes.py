@@ -122,6 +122,19 @@ def kill_all(procs: list[psutil.Process], grace: float = 2.0) -> None:
     psutil.wait_procs(alive, timeout=grace)
 
 
+def end_run(run_dir: Path, root: int | None = None) -> None:
+    """End what a run left: every process carrying its key, and process `root` with everything it
+    started (or, when `root` is this process, everything it started)."""
+    tree: list[psutil.Process] = []
+    try:
+        parent = psutil.Process(root) if root is not None else None
+        if parent is not None:
+            tree = parent.children(recursive=True) + ([parent] if root != os.getpid() else [])
+    except psutil.Error:
+        pass
+    kill_all(tree + run_processes(run_key(run_dir), None, {p.pid for p in tree}))
+
+
 def reap_orphans(known: set[int]) -> None:
     """Collect re-parented orphans that exited on their own (else they stay zombies)."""
     for child in psutil.Process().children():

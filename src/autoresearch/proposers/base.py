@@ -95,9 +95,9 @@ def begin_proposal(ws: Workspace) -> Path:
     return folder
 
 
-def copy_proposal_files(ws: Workspace, run_dir: Path) -> None:
-    """Copy the current proposal's files (if any) into a run folder."""
-    folder = proposal_dir(ws)
+def copy_proposal_files(ws: Workspace, run_dir: Path, folder: Path | None = None) -> None:
+    """Copy the current proposal's files (if any; or those kept in `folder`) into a run folder."""
+    folder = folder or proposal_dir(ws)
     if not folder.is_dir():
         return
     for path in sorted(folder.iterdir()):

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import autoresearch
-from autoresearch import atomic, processes
+from autoresearch import atomic
 from autoresearch.errors import ProposerError, WorkspaceError
 from autoresearch.ledger import Row, render
 from autoresearch.loop import MAX_PROPOSER_FAILURES, Pending, Researcher, Spent, _commit_message
@@ -39,12 +39,18 @@ from autoresearch.runner import HANDED_OVER, RunResult, now
 from autoresearch.scale import frontier
 from autoresearch.scale.executors import Executor, Finished
 from autoresearch.scale.job import REFUSED, Job
-from autoresearch.workspace import TRAIN_FILE
+from autoresearch.workspace import TRAIN_FILE, Workspace
 
 FLIGHTS_FILE = "flights.json"
 FLIGHT_FILES = "flights"  # under .autoresearch/: each candidate's proposal files until its runs are done
 CANDIDATES = "refs/autoresearch/candidates/"
 MAX_ATTEMPTS = 2  # tries of one run when its worker dies
+
+
+def interrupted(ws: Workspace) -> bool:
+    """Whether a parallel loop left work under way in this workspace (it resumes with the coordinator)."""
+    path = ws.state_dir / FLIGHTS_FILE
+    return path.exists() and path.read_text().strip() not in ("", "[]")
 
 
 class Coordinator:
@@ -91,15 +97,10 @@ class Coordinator:
                 continue
             kept = []
             for run_id in pending.runs:
-                run_dir = self.ws.runs_dir / run_id
-                if run_id in recorded or RunResult.load(run_dir) is not None:
+                if run_id in recorded or RunResult.load(self.ws.runs_dir / run_id) is not None:
                     kept.append(run_id)
                     continue
-                left = processes.run_processes(processes.run_key(run_dir), None, set())
-                if left:
-                    self.log(f"recovering: ending {len(left)} process(es) left by interrupted run {run_id}")
-                    processes.kill_all(left)
-                shutil.rmtree(run_dir, ignore_errors=True)
+                self.r.drop_interrupted_run(run_id)
             pending.runs, pending.phase = kept, "queued"
             self.log(f"recovering: resuming {pending.kind} {pending.description or pending.parent[:7]!r}")
             self.flights.append(pending)
@@ -191,11 +192,11 @@ class Coordinator:
         failed = next((r for r in results if r.outcome != "ok"), None)
         if failed is not None:
             self.ex.cancel_all()
-            self.r.record([self.r._row(failed, pending, failed.outcome, "baseline", failed.outcome, failed.error)])
-            self._forget(pending)
-            self._save()
-            raise WorkspaceError(f"the baseline run failed ({failed.outcome}: {failed.error}); see "
-                                 f"{self.ws.runs_dir / failed.run_id / 'train.log'}")
+            try:
+                self.r.fail_baseline(pending, failed)
+            finally:
+                self._forget(pending)
+                self._save()
         under_way = [r for r in pending.runs if r in self.by_run]
         missing = self._baseline_target() - len(self.r.best_runs()) - len(results) - len(under_way)
         pending.phase = "running"
@@ -232,20 +233,12 @@ class Coordinator:
                                         _commit_message(proposal, proposer.name), keep_under=CANDIDATES)
         except ProposerError as e:
             self.failures += 1
-            if proposal is None:
-                spent.add(e.tokens, e.cost_usd)
-            else:
-                e.tokens, e.cost_usd = proposal.tokens, proposal.cost_usd
-                e.description = e.description or proposal.description
-            self._reset(parent)
-            self.r._save(None)
-            self.r.record_failed_proposal(e, proposer.name, parent)
-            self.log(f"proposer {proposer.name} failed ({self.failures}/{MAX_PROPOSER_FAILURES}): {e}")
+            self.r.proposal_failed(e, proposal, proposer.name, parent, spent, self.failures)
             if self.failures >= MAX_PROPOSER_FAILURES:
                 raise
             return "failed"
         self.failures = 0
-        self._reset(parent)
+        git.reset_clean(parent)
         pending = Pending(phase="queued", parent=parent, proposer=proposer.name, description=proposal.description,
                           hypothesis=proposal.hypothesis, params=proposal.params, candidate=candidate,
                           tokens=proposal.tokens, cost_usd=proposal.cost_usd)
@@ -257,10 +250,6 @@ class Coordinator:
         self.r._save(None)
         self._advance(pending)
         return "launched"
-
-    def _reset(self, commit: str) -> None:
-        self.ws.git.run("reset", "--quiet", "--hard", commit)
-        self.ws.git.run("clean", "-f", "-d")
 
     # --- runs ---------------------------------------------------------------------------------
 
@@ -320,8 +309,7 @@ class Coordinator:
         if git.head() != self.head:
             changed.append(f"the branch (moved to {git.head()[:7]})")
         if changed:
-            git.run("reset", "--quiet", "--hard", self.head)
-            git.run("clean", "-f", "-d")
+            git.reset_clean(self.head)
         try:
             ledger = self.ws.ledger_path.read_text(encoding="utf-8")
         except OSError:

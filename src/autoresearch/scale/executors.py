@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import psutil
 
 from autoresearch import devices, processes
 from autoresearch.errors import SettingsError
@@ -187,14 +186,14 @@ class LocalExecutor:
         if answer is not None and answer.workspace:
             shutil.rmtree(answer.workspace, ignore_errors=True)
         if answer is None:  # the node died: end what its run left running (train.py is in a session of its own)
-            processes.kill_all(processes.run_processes(processes.run_key(run_dir), None, set()))
+            processes.end_run(run_dir)
             return Finished(p.job, None, f"the worker process {p.proc.pid} exited with code {p.proc.returncode} "
                                          f"before answering{': ' + tail(log, 3) if log.strip() else ''}")
         return Finished(p.job, answer)
 
     def cancel_all(self) -> None:
         for p in self.running.values():
-            _end_tree(p.proc.pid, self.ws.runs_dir / p.job.run_id)
+            processes.end_run(self.ws.runs_dir / p.job.run_id, root=p.proc.pid)
             p.proc.wait()
             for path in (p.out, p.err):
                 path.unlink(missing_ok=True)
@@ -203,17 +202,6 @@ class LocalExecutor:
     def close(self) -> None:
         self.cancel_all()
         shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def _end_tree(pid: int, run_dir: Path) -> None:
-    """End a node process, everything it started, and every process that carries its run's key."""
-    try:
-        tree = [psutil.Process(pid)]
-        tree += tree[0].children(recursive=True)
-    except psutil.Error:
-        tree = []
-    known = {p.pid for p in tree}
-    processes.kill_all(tree + processes.run_processes(processes.run_key(run_dir), None, known))
 
 
 # --- ray ----------------------------------------------------------------------------------------

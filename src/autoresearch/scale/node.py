@@ -27,7 +27,6 @@ import time
 import uuid
 from pathlib import Path
 
-import psutil
 
 import autoresearch
 from autoresearch import atomic, processes
@@ -135,8 +134,7 @@ def _end_with_parent(run_dir: Path) -> None:
         while os.getppid() == parent:
             time.sleep(0.5)
         print(f"node {node_name()}: its parent {parent} died; ending run {run_dir.name}", file=sys.stderr, flush=True)
-        mine = psutil.Process().children(recursive=True)  # train.py, the evaluator
-        processes.kill_all(mine + processes.run_processes(processes.run_key(run_dir), None, {c.pid for c in mine}))
+        processes.end_run(run_dir, root=os.getpid())  # train.py, the evaluator, what left their group
         os._exit(3)
 
     threading.Thread(target=watch, daemon=True, name="parent-watch").start()
