@@ -24,9 +24,9 @@ import time
 from datetime import date
 
 from _workspace import machine, prepared_workspace
-from autoresearch.api import INPROCESS_RECORD
+from autoresearch.rundir import INPROCESS_RECORD
 from autoresearch.loop import Researcher
-from autoresearch.runner import RunResult
+from autoresearch.rundir import RunResult
 
 TARGET_OVERHEAD = 0.10
 TARGET_EVAL_RATIO = 1.5

@@ -29,7 +29,7 @@ from _workspace import machine, prepared_workspace
 from autoresearch.ledger import Ledger
 from autoresearch.loop import Researcher
 from autoresearch.proposers.search import SearchProposer
-from autoresearch.runner import RunResult
+from autoresearch.rundir import RunResult
 from autoresearch.scale.coordinator import Coordinator
 from autoresearch.scale.executors import LocalExecutor
 

@@ -25,7 +25,8 @@ from datetime import date
 import torch
 
 from _workspace import machine, prepared_workspace
-from autoresearch.runner import LOG_FILE, Runner
+from autoresearch.rundir import LOG_FILE
+from autoresearch.runner import Runner
 
 TARGET_MFU = 0.35
 

@@ -20,7 +20,8 @@ from autoresearch.ledger import Ledger, Row
 from autoresearch.loop import Researcher
 from autoresearch.proposers.base import Proposal
 from autoresearch.processes import run_key
-from autoresearch.runner import Runner, RunResult
+from autoresearch.rundir import RunResult
+from autoresearch.runner import Runner
 
 pytestmark = pytest.mark.slow
 SETUP = "t_start = time.time()"

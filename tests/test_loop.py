@@ -22,7 +22,7 @@ from autoresearch.ledger import REFERENCE_COLUMNS, Ledger
 from autoresearch.loop import Researcher
 from autoresearch.processes import run_key
 from autoresearch.proposers.base import Proposal
-from autoresearch.runner import RunResult
+from autoresearch.rundir import RunResult
 
 pytestmark = pytest.mark.slow
 SLOW_LRS = {"EMBEDDING_LR": 0.006, "UNEMBEDDING_LR": 0.00004, "MATRIX_LR": 0.0004}  # 100x too small

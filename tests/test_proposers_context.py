@@ -15,7 +15,7 @@ from autoresearch.proposers import context
 from autoresearch.proposers.base import Context
 from autoresearch.proposers.notes import Notes
 from autoresearch.proposers.pricing import price_of
-from autoresearch.runner import RunResult
+from autoresearch.rundir import RunResult
 
 
 def make_context(ws) -> Context:

@@ -20,7 +20,7 @@ from autoresearch.ledger import Ledger
 from autoresearch.loop import Researcher
 from autoresearch.proposers.config import ProposerConfig
 from autoresearch.proposers.llm import LLMProposer
-from autoresearch.runner import RunResult, now
+from autoresearch.rundir import RunResult, now
 from tests.fakellm import FakeLLM, reply
 
 SECRET = "sk-live-7c1d0e9b3a5f4e2d8b6a"

@@ -16,7 +16,7 @@ from autoresearch import hparams
 from autoresearch.errors import SettingsError, WorkspaceError
 from autoresearch.ledger import Ledger
 from autoresearch.loop import Researcher
-from autoresearch.runner import RunResult
+from autoresearch.rundir import RunResult
 from autoresearch.scale import frontier
 from autoresearch.scale.coordinator import CANDIDATES, Coordinator
 from autoresearch.scale.executors import LocalExecutor, make_executor, plan_slots

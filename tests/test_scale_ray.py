@@ -9,7 +9,7 @@ import pytest
 
 from autoresearch.loop import Researcher
 from autoresearch.proposers.search import SearchProposer
-from autoresearch.runner import RunResult
+from autoresearch.rundir import RunResult
 from autoresearch.scale.coordinator import Coordinator
 from autoresearch.scale.executors import RayExecutor
 from tests.raycluster import LoopbackRayCluster, keep_loopback

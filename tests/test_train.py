@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from autoresearch import hparams
-from autoresearch.runner import parse_summary
+from autoresearch.rundir import parse_summary
 from tests.conftest import load_train_definitions
 
 

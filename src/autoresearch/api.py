@@ -30,10 +30,9 @@ from autoresearch.devices import best_device
 from autoresearch.errors import AutoresearchError
 from autoresearch.evaluate import eval_rows, logits_forward, score_rows
 from autoresearch.loader import DocumentStream, batches, open_split
+from autoresearch.rundir import INPROCESS_RECORD, METRICS_FILE
 from autoresearch.tokenizer import Tokenizer
 
-INPROCESS_RECORD = "inprocess.json"
-METRICS_FILE = "metrics.jsonl"
 
 
 class Harness:

@@ -55,8 +55,20 @@ class Git:
 
     def dirty_paths(self) -> list[str]:
         """Tracked files that differ from HEAD and untracked files that are not ignored."""
-        out = self.run("status", "--porcelain", "--untracked-files=all")
-        return [line[3:] for line in out.splitlines() if line.strip()]
+        # -z: entries end with NUL, names unquoted, and the two status letters (the first may be a
+        # space, ` M train.py`) are not stripped away with the output's whitespace.
+        proc = subprocess.run(["git", "status", "--porcelain", "-z", "--untracked-files=all"], cwd=self.root,
+                              capture_output=True, text=True, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+        if proc.returncode != 0:
+            raise WorkspaceError(f"git status failed in {self.root}: {proc.stderr.strip()}")
+        paths, entries = [], iter(proc.stdout.split("\0"))
+        for entry in entries:
+            if len(entry) < 4:
+                continue
+            paths.append(entry[3:])
+            if entry[0] in "RC":  # a rename or copy: the entry after it is the old name
+                next(entries, None)
+        return paths
 
     def changed_since(self, rev: str) -> list[str]:
         """Paths that differ between `rev` and the working tree, including untracked ones."""
@@ -98,10 +110,24 @@ class Git:
         self.run("update-ref", f"{keep_under}{commit}", commit)
         return commit
 
+    def move_branch(self, rev: str) -> None:
+        """The branch, the index and the working tree at `rev`: how a change is kept (the branch moves
+        to its commit) or discarded (back to the best). Untracked files stay."""
+        self.run("reset", "--quiet", "--hard", rev)
+
+    def clean_untracked(self, dry_run: bool = False) -> list[str]:
+        """Remove untracked files and folders (not ignored ones); the paths removed (or that would be)."""
+        out = self.run("clean", "-f", "-d", *(["--dry-run"] if dry_run else []))
+        return [line.removeprefix("Would remove ").removeprefix("Removing ") for line in out.splitlines() if line]
+
+    def restore(self, path: str) -> None:
+        """A tracked file as HEAD has it (an edit in the working tree undone)."""
+        self.run("checkout", "--", path)
+
     def reset_clean(self, rev: str) -> None:
         """Branch, index and working tree at `rev`, untracked files (not ignored ones) removed."""
-        self.run("reset", "--quiet", "--hard", rev)
-        self.run("clean", "-f", "-d")
+        self.move_branch(rev)
+        self.clean_untracked()
 
     def tracked_files(self, rev: str) -> dict[str, bytes]:
         """Every file of commit `rev`: path -> content."""

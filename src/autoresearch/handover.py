@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 from autoresearch.errors import HandoverError
+from autoresearch.rundir import MODEL_FILE
 
 ENV_RUN_DIR = "AUTORESEARCH_RUN_DIR"
 ENV_HANDOVER_FD = "AUTORESEARCH_HANDOVER_FD"
-MODEL_FILE = "model.pt2"
 EXPORT_HELP = (
     "make forward(idx) exportable by torch.export: return logits (batch, seq, vocab) when called "
     "without targets; avoid .item(), Python branches on tensor values, and state changes in "

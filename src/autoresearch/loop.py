@@ -36,7 +36,8 @@ from autoresearch.proposers.base import (
     keep_failed_proposal,
     save_proposal,
 )
-from autoresearch.runner import HANDED_OVER, RunResult, Runner, now
+from autoresearch.rundir import HANDED_OVER, RunResult, now
+from autoresearch.runner import Runner
 from autoresearch.settings import Settings
 from autoresearch.workspace import TRAIN_FILE, Workspace, find
 

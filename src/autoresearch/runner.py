@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import selectors
 import shutil
@@ -29,87 +28,29 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoresearch import atomic, guard, processes
-from autoresearch.api import INPROCESS_RECORD
 from autoresearch.data.shards import file_sha256
 from autoresearch.evaluator import EvalSpec
-from autoresearch.handover import ENV_HANDOVER_FD, ENV_RUN_DIR, MODEL_FILE
+from autoresearch.handover import ENV_HANDOVER_FD, ENV_RUN_DIR
+from autoresearch.rundir import (
+    EVAL_FILE,
+    HANDED_OVER,
+    INPROCESS_RECORD,
+    LOG_FILE,
+    MODEL_FILE,
+    RunResult,
+    now,
+    parse_summary,
+    tail,
+)
 from autoresearch.settings import Settings
 from autoresearch.workspace import TRAIN_FILE, Workspace
 
-RESULT_FILE = "result.json"
-LOG_FILE = "train.log"
-EVAL_FILE = "eval.json"
-HANDED_OVER = "handed_over.pt2"
 PRINTED_TOLERANCE = 1e-3  # |printed - measured| val_bpb beyond which a run is flagged
 GROUP_GRACE = 3.0  # seconds the run's helpers get to exit after train.py did
-SUMMARY_LINE = re.compile(r"^([A-Za-z_]+):\s+(-?[0-9.]+|nan|inf)\s*$")
-
-
-@dataclass
-class RunResult:
-    """The runner's record of one run (result.json in the run folder)."""
-
-    run_id: str
-    commit: str
-    outcome: str  # ok | crash | timeout | invalid
-    val_bpb: float | None = None
-    heldout_bpb: float | None = None
-    printed_bpb: float | None = None  # what train.py printed (informational)
-    inprocess_bpb: float | None = None  # what the in-process evaluate_bpb computed (informational)
-    wall_seconds: float = 0.0  # launch to exit
-    handover_seconds: float | None = None  # launch to hand-over
-    eval_seconds: float | None = None
-    exit_code: int | None = None
-    summary: dict[str, float] = field(default_factory=dict)  # train.py's `---` block
-    flags: list[str] = field(default_factory=list)
-    error: str = ""  # why it is not ok, in one line
-    log_tail: str = ""  # the end of train.log, for crashes
-    started: str = ""
-    ended: str = ""
-    node: str = ""  # where it ran, for runs of parallel workers (host:pid, or the Ray node)
-
-    @property
-    def memory_gb(self) -> float | None:
-        mb = self.summary.get("peak_vram_mb")
-        return mb / 1024 if mb is not None else None
-
-    def save(self, run_dir: Path) -> None:
-        atomic.write_json(run_dir / RESULT_FILE, asdict(self))
-
-    @classmethod
-    def load(cls, run_dir: Path) -> RunResult | None:
-        path = run_dir / RESULT_FILE
-        if not path.exists():
-            return None
-        try:
-            return cls(**json.loads(path.read_text()))
-        except (json.JSONDecodeError, TypeError):
-            return None
-
-
-def parse_summary(log: str) -> dict[str, float]:
-    """The last `---` block of a train.py log: key -> number."""
-    lines = log.replace("\r", "\n").splitlines()
-    try:
-        start = len(lines) - 1 - lines[::-1].index("---")
-    except ValueError:
-        return {}
-    out = {}
-    for line in lines[start + 1 :]:
-        m = SUMMARY_LINE.match(line.strip())
-        if m:
-            out[m.group(1)] = float(m.group(2))
-    return out
-
-
-def tail(text: str, n_lines: int = 40) -> str:
-    lines = text.replace("\r", "\n").splitlines()
-    return "\n".join(line for line in lines[-n_lines:])
 
 
 def _last_json_line(text: str) -> dict | None:
@@ -122,10 +63,6 @@ def _last_json_line(text: str) -> dict | None:
         if isinstance(value, dict):
             return value
     return None
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass

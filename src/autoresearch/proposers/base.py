@@ -15,10 +15,10 @@ from typing import Protocol
 
 from autoresearch import atomic
 from autoresearch.ledger import Ledger, Row
+from autoresearch.rundir import PROPOSAL_FILE
 from autoresearch.settings import Settings
 from autoresearch.workspace import Workspace
 
-PROPOSAL_FILE = "proposal.json"  # in each run folder: what was proposed, by whom
 PROPOSAL_DIR = "proposal"  # under the workspace's .autoresearch/: what the proposer leaves for the run folder
 FAILED_DIR = "failed"  # under runs/: what failed proposals left behind, one folder each
 

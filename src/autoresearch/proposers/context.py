@@ -32,13 +32,11 @@ from pathlib import Path
 from autoresearch.errors import AutoresearchError, ProposerError, SettingsError
 from autoresearch.ledger import Row
 from autoresearch.proposers.base import Context
+from autoresearch.rundir import LOG_FILE, METRICS_FILE, RESULT_FILE
 from autoresearch.settings import Settings
 from autoresearch.status import rule_text, summarize
 from autoresearch.workspace import PROGRAM_FILE, TRAIN_FILE
 
-METRICS_FILE = "metrics.jsonl"
-LOG_FILE = "train.log"
-RESULT_FILE = "result.json"
 BYTES_PER_TOKEN = 3  # the fallback estimate when no tokenizer is available
 
 

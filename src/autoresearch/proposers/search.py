@@ -27,7 +27,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from autoresearch import hparams
 from autoresearch.errors import ProposerError
 from autoresearch.ledger import Row
-from autoresearch.proposers.base import PROPOSAL_FILE, Context, Proposal
+from autoresearch.proposers.base import Context, Proposal
+from autoresearch.rundir import PROPOSAL_FILE
 
 NOT_SEARCHED = {"SEED", "COMPILE", "DEVICE_BATCH_SIZE"}  # noise, plumbing, or a memory knob
 

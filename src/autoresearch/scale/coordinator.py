@@ -35,7 +35,7 @@ from autoresearch.errors import ProposerError, WorkspaceError
 from autoresearch.ledger import Row, render
 from autoresearch.loop import MAX_PROPOSER_FAILURES, Pending, Researcher, Spent, _commit_message
 from autoresearch.proposers.base import Proposer, clear_proposal_files, proposal_dir
-from autoresearch.runner import HANDED_OVER, RunResult, now
+from autoresearch.rundir import HANDED_OVER, RunResult, now
 from autoresearch.scale import frontier
 from autoresearch.scale.executors import Executor, Finished
 from autoresearch.scale.job import REFUSED, Job

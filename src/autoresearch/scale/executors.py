@@ -28,7 +28,7 @@ from typing import Protocol
 
 from autoresearch import devices, processes
 from autoresearch.errors import SettingsError
-from autoresearch.runner import HANDED_OVER, tail
+from autoresearch.rundir import HANDED_OVER, MODEL_LEFT, NODE_LOG, tail
 from autoresearch.scale.job import Answer, Job
 from autoresearch.scale.node import ENV_NODE_NAME
 from autoresearch.settings import Settings
@@ -36,8 +36,6 @@ from autoresearch.workspace import Workspace
 
 NODE_COMMAND = ("-m", "autoresearch.scale.node")
 NODES_DIR = "nodes"  # under .autoresearch/: the local nodes' workspaces and output
-NODE_LOG = "node.log"  # in a run folder: what the node printed on stderr (data preparation, errors)
-MODEL_LEFT = "model-not-sent.txt"  # in a run folder: why a Ray run's model did not come back
 MAX_SHIPPED_MODEL = 256 * 2**20  # bytes; a bigger handed-over model is not sent back from a Ray node
 
 

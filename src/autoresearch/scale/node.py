@@ -33,7 +33,8 @@ from autoresearch import atomic, processes
 from autoresearch.data.prepare import open_prepared, prepare
 from autoresearch.errors import AutoresearchError, DataError
 from autoresearch.git import Git
-from autoresearch.runner import RunResult, Runner
+from autoresearch.rundir import RunResult
+from autoresearch.runner import Runner
 from autoresearch.scale.job import RAN, REFUSED, Answer, Job
 from autoresearch.settings import load as load_settings
 from autoresearch.workspace import Workspace

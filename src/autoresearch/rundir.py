@@ -1,0 +1,111 @@
+"""The run folder, `runs/<run_id>/`: one per run, and the names and records of what it holds.
+
+Torch-free, so the report, the dashboard and the proposers' context can read run folders without
+importing the training stack. Every other module takes these names from here.
+
+    result.json       the runner's record of the run (`RunResult`)             runner
+    train.log         train.py's stdout and stderr                              runner
+    metrics.jsonl     one JSON object per logged step (`log_metrics`)           train.py, via api.py
+    model.pt2         the model train.py exported at the hand-over             train.py, via handover.py
+    handed_over.pt2   the runner's copy of it, the one evaluated (kept commits)  runner
+    eval.json         what the harness's evaluator answered                     runner
+    inprocess.json    what train.py's own evaluate_bpb computed (informational) train.py, via api.py
+    proposal.json     what was proposed, by which proposer                      the loop
+    diff.patch        the change to train.py, parent -> candidate               the loop
+    node.log          what a worker printed on stderr (data preparation, errors) the executor
+    model-not-sent.txt why a remote run's model did not come back              the ray executor
+    prompt.md, ...    what the proposer left (the prompt a model saw, its replies, an agent's log)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from autoresearch import atomic
+
+RESULT_FILE = "result.json"
+LOG_FILE = "train.log"
+METRICS_FILE = "metrics.jsonl"
+MODEL_FILE = "model.pt2"
+HANDED_OVER = "handed_over.pt2"
+EVAL_FILE = "eval.json"
+INPROCESS_RECORD = "inprocess.json"
+PROPOSAL_FILE = "proposal.json"
+DIFF_FILE = "diff.patch"
+NODE_LOG = "node.log"
+MODEL_LEFT = "model-not-sent.txt"
+
+SUMMARY_LINE = re.compile(r"^([A-Za-z_]+):\s+(-?[0-9.]+|nan|inf)\s*$")
+
+
+def now() -> str:
+    """A timestamp as the ledger and the run records write it: ISO 8601, UTC, to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class RunResult:
+    """The runner's record of one run (result.json in the run folder)."""
+
+    run_id: str
+    commit: str
+    outcome: str  # ok | crash | timeout | invalid
+    val_bpb: float | None = None
+    heldout_bpb: float | None = None
+    printed_bpb: float | None = None  # what train.py printed (informational)
+    inprocess_bpb: float | None = None  # what the in-process evaluate_bpb computed (informational)
+    wall_seconds: float = 0.0  # launch to exit
+    handover_seconds: float | None = None  # launch to hand-over
+    eval_seconds: float | None = None
+    exit_code: int | None = None
+    summary: dict[str, float] = field(default_factory=dict)  # train.py's `---` block
+    flags: list[str] = field(default_factory=list)
+    error: str = ""  # why it is not ok, in one line
+    log_tail: str = ""  # the end of train.log, for crashes
+    started: str = ""
+    ended: str = ""
+    node: str = ""  # where it ran, for runs of parallel workers (host:pid, or the Ray node)
+
+    @property
+    def memory_gb(self) -> float | None:
+        mb = self.summary.get("peak_vram_mb")
+        return mb / 1024 if mb is not None else None
+
+    def save(self, run_dir: Path) -> None:
+        atomic.write_json(run_dir / RESULT_FILE, asdict(self))
+
+    @classmethod
+    def load(cls, run_dir: Path) -> RunResult | None:
+        """The record of a finished run; None while it runs, after a kill, or if it is unreadable."""
+        path = run_dir / RESULT_FILE
+        if not path.exists():
+            return None
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError):
+            return None
+
+
+def parse_summary(log: str) -> dict[str, float]:
+    """The last `---` block of a train.py log: key -> number."""
+    lines = log.replace("\r", "\n").splitlines()
+    try:
+        start = len(lines) - 1 - lines[::-1].index("---")
+    except ValueError:
+        return {}
+    out = {}
+    for line in lines[start + 1 :]:
+        m = SUMMARY_LINE.match(line.strip())
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
+def tail(text: str, n_lines: int = 40) -> str:
+    """The last `n_lines` lines of a log text (a progress line rewritten with \\r counts as lines)."""
+    lines = text.replace("\r", "\n").splitlines()
+    return "\n".join(line for line in lines[-n_lines:])
