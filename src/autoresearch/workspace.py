@@ -26,6 +26,7 @@ LEDGER_FILE = "results.tsv"
 RUNS_DIR = "runs"
 NOTES_FILE = "notes.md"
 STATE_DIR = ".autoresearch"
+FLIGHTS_FILE = "flights.json"  # in STATE_DIR: what the loop has under way (loop.py writes it)
 FIXED_FILES = (PREPARE_FILE, settings_mod.SETTINGS_FILE)
 GITIGNORE = f"""# written by the harness and the proposers; never committed
 /{LEDGER_FILE}
