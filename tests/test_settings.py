@@ -70,3 +70,15 @@ def test_settings_module_imports_without_torch():
     code = "import sys, autoresearch.settings, autoresearch.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_each_setting_states_its_section_and_help_once_in_its_field():
+    import dataclasses
+
+    names = [f.name for f in dataclasses.fields(S.Settings)]
+    assert list(S.SECTIONS) == ["research", "data", "runner", "decision"]
+    assert [name for keys in S.SECTIONS.values() for name in keys] == names  # each once, in field order
+    assert all(S.HELP[name] for name in names)
+    text = S.to_toml(S.from_preset("cpu"))
+    assert f"keep_z = 2.0  # {S.HELP['keep_z']}\n" in text  # the keep rule's lines carry their help
+    assert "\nvocab_size = 4096\n" in text  # the other tables carry none

@@ -31,44 +31,70 @@ else:  # pragma: no cover - exercised on 3.10 only
 SETTINGS_FILE = "autoresearch.toml"
 
 
+def setting(section: str, help: str, default: Any = dataclasses.MISSING) -> Any:
+    """A `Settings` field, with its [section] of autoresearch.toml and its one-line help.
+
+    Both live in the field's metadata and nowhere else: `SECTIONS`, the comments written into
+    autoresearch.toml (`ANNOTATED_SECTIONS`) and `HELP` all read them from there.
+    """
+    return field(default=default, metadata={"section": section, "help": help})
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything that defines how an experiment is measured and decided."""
 
-    # [research]: what is measured.
-    preset: str
-    dataset: str  # "pystdlib" | "climbmix" | "tinystories" | "files:PATH"
-    time_budget: float  # seconds of training per experiment
-    max_seq_len: int  # tokens per row, in training and in evaluation
-    eval_tokens: int  # target tokens scored by the evaluation, whatever the batch size
-    vocab_size: int  # BPE vocabulary including the 4 reserved special tokens
+    # What is measured.
+    preset: str = setting("research", "the preset these settings started from")
+    dataset: str = setting("research", '"pystdlib" | "climbmix" | "tinystories" | "files:PATH"')
+    time_budget: float = setting("research", "seconds of training per experiment")
+    max_seq_len: int = setting("research", "tokens per row, in training and in evaluation")
+    eval_tokens: int = setting("research", "target tokens scored by the evaluation, whatever the batch size")
+    vocab_size: int = setting("research", "BPE vocabulary including the 4 reserved special tokens")
 
-    # [data]: how the corpus is turned into token shards.
-    train_shards: int = 10  # hub datasets: number of training parquet shards to download
-    max_doc_chars: int = 0  # split longer documents at natural boundaries (0 = never split)
-    tokenizer_max_chars: int = 1_000_000_000  # training text seen by the BPE trainer
-    tokenizer_doc_cap: int = 10_000  # characters of each document the BPE trainer sees
-    val_permille: int = 40  # local datasets: share of files (per mille) pinned to validation
-    heldout_permille: int = 40  # and to the never-exposed held-out split
+    # How the corpus is turned into token shards.
+    train_shards: int = setting("data", "hub datasets: number of training parquet shards to download", 10)
+    max_doc_chars: int = setting("data", "split longer documents at natural boundaries (0 = never split)", 0)
+    tokenizer_max_chars: int = setting("data", "training text seen by the BPE trainer", 1_000_000_000)
+    tokenizer_doc_cap: int = setting("data", "characters of each document the BPE trainer sees", 10_000)
+    val_permille: int = setting("data", "local datasets: share of files (per mille) pinned to validation", 40)
+    heldout_permille: int = setting(
+        "data", "local datasets: share of files (per mille) pinned to the never-exposed held-out split", 40)
 
-    # [runner]: the clock and the evaluator.
-    startup_allowance: float = 60.0  # seconds for imports/compilation/hand-over beyond the budget
-    hard_limit: float = 0.0  # kill the run after this many seconds (0 = 2*budget + allowance)
-    eval_batch_size: int = 8  # rows per batch in the harness's own evaluator
+    # The clock and the evaluator.
+    startup_allowance: float = setting(
+        "runner", "seconds for imports/compilation/hand-over beyond the budget", 60.0)
+    hard_limit: float = setting(
+        "runner", "kill the run after this many seconds (0 = 2*budget + allowance)", 0.0)
+    eval_batch_size: int = setting("runner", "rows per batch in the harness's own evaluator", 8)
 
-    # [decision]: the keep rule (docs/decisions.md).
-    baseline_runs: int = 3  # repeats of the baseline that measure run-to-run noise
-    confirm_runs: int = 2  # extra runs a borderline gain gets before it is decided
-    keep_z: float = 2.0  # a gain this many noise-sigmas clear is kept
-    confirm_z: float = 1.0  # a gain between confirm_z and keep_z sigmas earns confirmation runs
-    min_noise: float = 0.0005  # floor on the noise estimate (val_bpb units)
-    heldout_tolerance: float = 0.10  # the held-out/val bpb ratio may exceed the baseline's by this fraction
-    complexity_cost: float = 0.001  # bpb of gain that each 100 syntax-tree nodes added to train.py must buy
-    simplify_nodes: int = 20  # a change this many nodes smaller is a simplification...
-    simplify_z: float = 1.0  # ...kept when not worse than the best by more than simplify_z standard errors
-    memory_free: float = 0.10  # peak-memory growth over the best's, as a fraction, that costs nothing
-    memory_cost: float = 0.01  # bpb of gain per +100% peak-memory growth beyond memory_free
-    max_memory_gb: float = 0.0  # hard limit on a run's peak memory (0 = the device's total memory)
+    # The keep rule (docs/decisions.md); these help lines are written into autoresearch.toml.
+    baseline_runs: int = setting(
+        "decision", "runs of the baseline that measure the run-to-run noise (sigma)", 3)
+    confirm_runs: int = setting(
+        "decision", "extra runs a borderline result gets; the mean of all its runs decides", 2)
+    keep_z: float = setting(
+        "decision",
+        "keep a gain of at least keep_z standard errors, after the complexity and memory prices", 2.0)
+    confirm_z: float = setting(
+        "decision", "a net gain between confirm_z and keep_z standard errors gets confirmation runs", 1.0)
+    min_noise: float = setting("decision", "floor on sigma, in val_bpb", 0.0005)
+    heldout_tolerance: float = setting(
+        "decision", "the held-out/val bpb ratio may exceed the baseline's by this fraction", 0.10)
+    complexity_cost: float = setting(
+        "decision",
+        "bpb of gain that each 100 syntax-tree nodes added to train.py must buy (~12 lines)", 0.001)
+    simplify_nodes: int = setting(
+        "decision", "a change at least this many nodes smaller is a simplification", 20)
+    simplify_z: float = setting(
+        "decision",
+        "a simplification is kept unless worse than the best by more than simplify_z standard errors", 1.0)
+    memory_free: float = setting(
+        "decision", "peak-memory growth over the best's (fraction) that costs nothing", 0.10)
+    memory_cost: float = setting(
+        "decision", "bpb of gain per +100% peak-memory growth beyond memory_free", 0.01)
+    max_memory_gb: float = setting(
+        "decision", "runs above this peak memory are discarded (0 = the device's total memory)", 0.0)
 
     @property
     def effective_hard_limit(self) -> float:
@@ -101,48 +127,22 @@ class Settings:
         }
 
 
-SECTIONS: dict[str, tuple[str, ...]] = {
-    "research": ("preset", "dataset", "time_budget", "max_seq_len", "eval_tokens", "vocab_size"),
-    "data": (
-        "train_shards",
-        "max_doc_chars",
-        "tokenizer_max_chars",
-        "tokenizer_doc_cap",
-        "val_permille",
-        "heldout_permille",
-    ),
-    "runner": ("startup_allowance", "hard_limit", "eval_batch_size"),
-    "decision": (
-        "baseline_runs",
-        "confirm_runs",
-        "keep_z",
-        "confirm_z",
-        "min_noise",
-        "heldout_tolerance",
-        "complexity_cost",
-        "simplify_nodes",
-        "simplify_z",
-        "memory_free",
-        "memory_cost",
-        "max_memory_gb",
-    ),
-}
+def _sections() -> dict[str, tuple[str, ...]]:
+    sections: dict[str, list[str]] = {}
+    for f in fields(Settings):
+        sections.setdefault(f.metadata["section"], []).append(f.name)
+    return {section: tuple(names) for section, names in sections.items()}
 
-# Written next to each [decision] value in autoresearch.toml, so the rule reads in its own file.
-DECISION_HELP: dict[str, str] = {
-    "baseline_runs": "runs of the baseline that measure the run-to-run noise (sigma)",
-    "confirm_runs": "extra runs a borderline result gets; the mean of all its runs decides",
-    "keep_z": "keep a gain of at least keep_z standard errors, after the complexity and memory prices",
-    "confirm_z": "a net gain between confirm_z and keep_z standard errors gets confirmation runs",
-    "min_noise": "floor on sigma, in val_bpb",
-    "heldout_tolerance": "the held-out/val bpb ratio may exceed the baseline's by this fraction",
-    "complexity_cost": "bpb of gain that each 100 syntax-tree nodes added to train.py must buy (~12 lines)",
-    "simplify_nodes": "a change at least this many nodes smaller is a simplification",
-    "simplify_z": "a simplification is kept unless worse than the best by more than simplify_z standard errors",
-    "memory_free": "peak-memory growth over the best's (fraction) that costs nothing",
-    "memory_cost": "bpb of gain per +100% peak-memory growth beyond memory_free",
-    "max_memory_gb": "runs above this peak memory are discarded (0 = the device's total memory)",
-}
+
+# The tables of autoresearch.toml and their keys, in file order: from the fields' metadata.
+SECTIONS: dict[str, tuple[str, ...]] = _sections()
+
+# The tables whose `key = value` lines carry their help as a comment, so the keep rule reads in
+# its own file.
+ANNOTATED_SECTIONS: tuple[str, ...] = ("decision",)
+
+# The one-line help of each setting, by field name: from the fields' metadata.
+HELP: dict[str, str] = {f.name: f.metadata["help"] for f in fields(Settings)}
 
 
 @dataclass(frozen=True)
@@ -334,18 +334,18 @@ def to_toml(s: Settings) -> str:
         "# (`autoresearch init`) to research under other settings.\n"
         "# [decision] is the keep rule (docs/decisions.md); choose its values at init with --set.\n\n"
     )
-    return header + _annotate(tomli_w.dumps(doc), "decision", DECISION_HELP)
+    return header + _annotate(tomli_w.dumps(doc))
 
 
-def _annotate(text: str, section: str, help: dict[str, str]) -> str:
-    """Append `# help` to the `key = value` lines of one section of a TOML text."""
+def _annotate(text: str) -> str:
+    """Append `# help` to the `key = value` lines of the ANNOTATED_SECTIONS of a TOML text."""
     out, current = [], ""
     for line in text.splitlines():
         if line.startswith("["):
             current = line.strip("[] ")
         key = line.partition("=")[0].strip()
-        if current == section and "=" in line and key in help:
-            line = f"{line}  # {help[key]}"
+        if current in ANNOTATED_SECTIONS and "=" in line and key in SECTIONS[current]:
+            line = f"{line}  # {HELP[key]}"
         out.append(line)
     return "\n".join(out) + "\n"
 
