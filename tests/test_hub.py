@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from autoresearch import settings as S
-from autoresearch.data.hub import HUB_DATASETS
+from autoresearch.data.registry import HUB_DATASETS
 from autoresearch.data.prepare import downloads_dir, prepare
 from autoresearch.errors import DataError
 from tests.hubserver import FakeHub

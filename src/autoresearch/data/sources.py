@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from autoresearch.data import hub
+from autoresearch.data.registry import FILES_PREFIX, HUB_DATASETS, PYSTDLIB, HubDataset, dataset_names
 from autoresearch.errors import DataError, SettingsError
 
 SPLITS = ("train", "val", "heldout")
@@ -136,7 +138,7 @@ def _group_by_size(paths: list[tuple[str, Path]], budget: int) -> list[list[tupl
 class PyStdlib:
     """The running interpreter's standard-library sources, tests included: always present."""
 
-    name: str = "pystdlib"
+    name: str = PYSTDLIB
 
     @property
     def root(self) -> Path:
@@ -280,22 +282,56 @@ def parquet_texts(path: Path, column: str = "text") -> Iterator[str]:
         ) from None
 
 
-# --- registry ---------------------------------------------------------------------------------
+# --- hub datasets -----------------------------------------------------------------------------
 
 
-def dataset_names() -> list[str]:
-    from autoresearch.data.hub import HUB_DATASETS
+@dataclass(frozen=True)
+class HubSource:
+    """A parquet dataset of the hub (data/registry.py), downloaded by data/hub.py: one unit per file."""
 
-    return ["pystdlib", *HUB_DATASETS, "files:PATH"]
+    dataset: HubDataset
+
+    @property
+    def name(self) -> str:
+        return self.dataset.name
+
+    def describe(self) -> str:
+        return self.dataset.describe()
+
+    def cache_key(self) -> str:
+        return self.dataset.cache_key()
+
+    def fetch(self, downloads: Path, endpoint: str | None, train_shards: int) -> None:
+        hub.fetch(self.dataset, downloads, endpoint, train_shards)
+
+    def units(self, downloads: Path, train_shards: int, val_permille: int, heldout_permille: int) -> list[Unit]:
+        units = []
+        for split, names in hub.split_files(self.dataset, downloads, None, train_shards).items():
+            for filename in names:
+                path = downloads / filename
+                if not path.exists():
+                    raise DataError(f"missing download {path}: run `autoresearch prepare` again")
+
+                def documents(path: Path = path, split: str = split) -> Iterator[tuple[str, str]]:
+                    for i, text in enumerate(parquet_texts(path)):
+                        if self.dataset.alternate_heldout and split == "val":
+                            yield ("val" if i % 2 == 0 else "heldout"), text
+                        else:
+                            yield split, text
+
+                units.append(Unit(f"{split}-{Path(filename).stem}", documents))
+        return units
+
+
+# --- by name ----------------------------------------------------------------------------------
 
 
 def parse_dataset(spec: str) -> Source:
-    from autoresearch.data.hub import HUB_DATASETS
-
-    if spec == "pystdlib":
+    """The source that a `dataset =` value names (data/registry.py lists them)."""
+    if spec == PYSTDLIB:
         return PyStdlib()
     if spec in HUB_DATASETS:
-        return HUB_DATASETS[spec]
-    if spec.startswith("files:") and len(spec) > len("files:"):
-        return LocalFiles(spec[len("files:") :])
+        return HubSource(HUB_DATASETS[spec])
+    if spec.startswith(FILES_PREFIX) and len(spec) > len(FILES_PREFIX):
+        return LocalFiles(spec[len(FILES_PREFIX) :])
     raise SettingsError(f"unknown dataset {spec!r}; choose one of: {', '.join(dataset_names())}")
