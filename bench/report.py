@@ -19,9 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from autoresearch.report import model
+from autoresearch.report import reading
 from autoresearch.report.build import build
 from autoresearch.report.synthetic import Shape, make_research
+from autoresearch.rundir import METRICS_FILE
 
 TARGET_S = 5.0
 
@@ -39,8 +40,8 @@ def main() -> None:
         started = time.perf_counter()
         make_research(folder, Shape(experiments=args.experiments, steps=args.steps))
         made = time.perf_counter() - started
-        research = model.load(folder)
-        metrics_mb = sum((r.run_dir / model.METRICS_FILE).stat().st_size for r in research.records
+        research = reading.load(folder)
+        metrics_mb = sum((r.run_dir / METRICS_FILE).stat().st_size for r in research.records
                          if r.run_dir is not None) / 1e6
         print(f"machine: {platform.processor() or platform.machine()}, 1 core; research: {len(research.records)} runs "
               f"({research.summary.experiments} experiments, {research.summary.kept} kept), "

@@ -20,9 +20,11 @@ from pathlib import Path
 import pytest
 
 from autoresearch.ledger import Ledger, Row
-from autoresearch.report import dashboard, model
+from autoresearch.report import dashboard, reading
 from autoresearch.report.build import build
 from autoresearch.report.synthetic import Shape, make_research
+from autoresearch.rundir import METRICS_FILE
+from autoresearch.workspace import FLIGHTS_FILE, STATE_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -131,7 +133,7 @@ def test_dashboard_renders_and_follows_the_ledger_live(tmp_path: Path, browser, 
         # the progress chart: a mark per run, a step of the running best per kept change, the noise band
         chart = progress_chart(browser)
         assert chart["points"] == n
-        assert chart["steps"] == len(model.load(folder).improvements()) > 0
+        assert chart["steps"] == len(reading.load(folder).improvements()) > 0
         assert chart["band"] == 1
         assert chart["width"] > 500 and chart["height"] > 20  # drawn with real geometry
         # the run under way: its curve against the baseline's and the best's, and the time left
@@ -143,7 +145,7 @@ def test_dashboard_renders_and_follows_the_ledger_live(tmp_path: Path, browser, 
 
         # a new row, written the way the loop writes it: it appears without a reload
         browser.execute_script("window.__sameDocument = 'yes'")
-        best = model.load(folder).summary.best
+        best = reading.load(folder).summary.best
         ledger.append(Row(commit="feedbee", val_bpb=best - 0.02, memory_gb=44.0, status="keep",
                           description="appended while the page was open", run_id="0999", kind="experiment",
                           timestamp="2025-01-08T09:00:00+00:00", parent="0000000", gain=0.02))
@@ -183,17 +185,19 @@ def test_report_renders_offline(tmp_path: Path, browser, artifacts: Path) -> Non
 
 
 def _run_under_way(folder: Path) -> None:
-    """A loop in the middle of a run: its state file, and the run's first metrics."""
+    """A loop in the middle of a run: its state file (flights.json), and the run's first metrics."""
     import json
 
     from autoresearch import settings
 
     settings.save(settings.from_preset("tiny", time_budget=300.0), folder)
-    (folder / ".autoresearch").mkdir(exist_ok=True)
-    (folder / ".autoresearch" / "state.json").write_text(json.dumps(
-        {"phase": "running", "parent": "0000000", "kind": "experiment", "description": "wider MLP", "runs": ["0500"]}))
+    (folder / STATE_DIR).mkdir(exist_ok=True)
+    (folder / STATE_DIR / FLIGHTS_FILE).write_text(json.dumps([
+        {"phase": "running", "parent": "0000000", "proposer": "search", "kind": "experiment",
+         "description": "wider MLP", "hypothesis": "", "params": {}, "candidate": "", "runs": ["0500"], "tokens": 0,
+         "cost_usd": 0.0, "workers": 1}]))
     run = folder / "runs" / "0500"
     run.mkdir(parents=True)
-    (run / model.METRICS_FILE).write_text("".join(
+    (run / METRICS_FILE).write_text("".join(
         json.dumps({"step": i, "loss": 2.2 + 5 * 0.97 ** i, "training_seconds": i * 1.5, "progress": i * 1.5 / 300}) + "\n"
         for i in range(90)))

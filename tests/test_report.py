@@ -7,6 +7,7 @@ folders with metrics, logs, diffs and proposals, as the loop writes them.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import re
@@ -20,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from autoresearch import status
+from autoresearch import report, rundir, status
 from autoresearch.cli import main
-from autoresearch.errors import ReportError
+from autoresearch.errors import AutoresearchError, LedgerError, ReportError
 from autoresearch.ledger import Ledger
-from autoresearch.report import dashboard, model
+from autoresearch.report import dashboard, reading
 from autoresearch.report.build import build
 from autoresearch.report.plot import DPI, SIZE_INCHES
 from autoresearch.report.synthetic import Shape, make_research
@@ -117,9 +118,9 @@ def test_report_from_a_ledger_with_every_outcome(research: Path) -> None:
     for row in rows:
         assert row.description.replace('"', "&quot;") in text
     # each experiment's diff, and its loss curve against the baseline's (runs with metrics)
-    with_diff = [r for r in records if r.run_dir is not None and (r.run_dir / model.DIFF_FILE).is_file()]
+    with_diff = [r for r in records if r.run_dir is not None and (r.run_dir / rundir.DIFF_FILE).is_file()]
     assert with_diff and text.count("<pre class=\"diff\">") == len(with_diff)
-    with_curve = [r for r in records if r.run_dir is not None and (r.run_dir / model.METRICS_FILE).is_file()]
+    with_curve = [r for r in records if r.run_dir is not None and (r.run_dir / rundir.METRICS_FILE).is_file()]
     assert text.count('<svg class="curve"') == len(with_curve)
     assert text.count("<title>baseline</title>") == len(with_curve) - 1  # all but the baseline itself
     # the kept changes with their gains
@@ -215,24 +216,26 @@ def test_reference_workspace_diffs_come_from_git(tmp_path: Path) -> None:
 def test_a_folder_that_is_not_a_git_repository_has_no_diffs(tmp_path: Path) -> None:
     folder = tmp_path / "plain"
     make_research(folder, Shape(experiments=6), reference=True)
-    assert model.load_diffs(model.load(folder)) == {}
+    assert reading.load_diffs(reading.load(folder)) == {}
 
 
-@pytest.mark.parametrize("content, expected", [
-    (None, "no results.tsv in"),
-    (b"", "is empty"),
-    (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe binary", "not a text file"),
-    (b"commit,val_bpb,memory_gb,status,description\nabc1234,0.99,44,keep,x\n", "header lacks"),
-    (b"commit\tval_bpb\tmemory_gb\tstatus\tdescription\n", "no runs yet"),
+@pytest.mark.parametrize("content, error, expected", [
+    (None, ReportError, "no results.tsv in"),
+    (b"", LedgerError, "is empty"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe binary", LedgerError, "not a text file"),
+    (b"commit,val_bpb,memory_gb,status,description\nabc1234,0.99,44,keep,x\n", LedgerError, "header lacks"),
+    (b"commit\tval_bpb\tmemory_gb\tstatus\tdescription\n", ReportError, "no runs yet"),
     (b"commit\tval_bpb\tmemory_gb\tstatus\tdescription\nabc1234\t0.99\t44.0\tkeep\tok\nabc1235\tlots\t44.0\tdiscard\tx\n",
-     "line 3: a value is not a number"),
-    (b"commit\tval_bpb\tmemory_gb\tstatus\tdescription\nabc1234\t0.99\t44.0\tkept\tx\n", "line 2: unknown status 'kept'"),
-    (b"commit\tval_bpb\tmemory_gb\tstatus\tdescription\nabc1234 0.99 44.0 keep x\n", "line 2: 1 tab-separated cell"),
+     LedgerError, "line 3: a value is not a number: val_bpb 'lots'"),
+    (b"commit\tval_bpb\tmemory_gb\tstatus\tdescription\nabc1234\t0.99\t44.0\tkept\tx\n", LedgerError,
+     "line 2: unknown status 'kept'"),
+    (b"commit\tval_bpb\tmemory_gb\tstatus\tdescription\nabc1234 0.99 44.0 keep x\n", LedgerError,
+     "line 2: 1 tab-separated cell"),
 ])
-def test_missing_or_corrupt_ledger_is_a_clear_error(tmp_path: Path, capsys, content, expected) -> None:
+def test_missing_or_corrupt_ledger_is_a_clear_error(tmp_path: Path, capsys, content, error, expected) -> None:
     if content is not None:
         (tmp_path / "results.tsv").write_bytes(content)
-    with pytest.raises(ReportError, match=re.escape(expected)):
+    with pytest.raises(error, match=re.escape(expected)):
         build(tmp_path)
     assert main(["report", str(tmp_path)]) == 1
     err = capsys.readouterr().err
@@ -243,18 +246,16 @@ def test_missing_or_corrupt_ledger_is_a_clear_error(tmp_path: Path, capsys, cont
 # --- reading run folders ----------------------------------------------------------------------
 
 
-def test_run_folder_file_names_match_the_harness() -> None:
-    from autoresearch import api, loop, runner
-
-    assert model.METRICS_FILE == api.METRICS_FILE
-    assert model.LOG_FILE == runner.LOG_FILE and model.RESULT_FILE == runner.RESULT_FILE
-    assert model.STATE_FILE == loop.STATE_FILE
-    import inspect
-
-    assert f'"{model.DIFF_FILE}"' in inspect.getsource(loop.Researcher.attach)
-    from autoresearch.scale import coordinator
-
-    assert model.FLIGHTS_FILE == coordinator.FLIGHTS_FILE
+def test_the_report_takes_the_run_folder_names_from_rundir() -> None:
+    """No copy of a run-folder file name in the report's modules: each is imported from rundir."""
+    names = {value for key, value in vars(rundir).items() if key.isupper() and isinstance(value, str)}
+    assert {"metrics.jsonl", "train.log", "result.json", "diff.patch", "proposal.json"} <= names
+    for path in sorted(Path(report.__file__).parent.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        copies = [node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and node.value in names]
+        assert not copies, f"{path.name} spells {copies} itself: import the name from autoresearch.rundir"
+    assert set(dashboard.SERVED_FILES) == {rundir.LOG_FILE, rundir.DIFF_FILE, rundir.METRICS_FILE,
+                                           rundir.RESULT_FILE, rundir.PROPOSAL_FILE}
 
 
 def test_loss_curve_survives_a_half_written_line_and_bad_values(tmp_path: Path) -> None:
@@ -262,19 +263,21 @@ def test_loss_curve_survives_a_half_written_line_and_bad_values(tmp_path: Path) 
     lines.insert(3, '{"step": 3, "loss": NaN, "training_seconds": 1.5}')
     lines.insert(5, '{"step": 4, "loss": true, "training_seconds": 2}')
     lines.insert(7, "garbage")
-    (tmp_path / model.METRICS_FILE).write_text("\n".join(lines) + '\n{"step": 500, "lo')
-    curve = model.read_curve(tmp_path)
-    assert curve is not None and curve.records == 500 and len(curve.x) == model.CURVE_POINTS
+    (tmp_path / rundir.METRICS_FILE).write_text("\n".join(lines) + '\n{"step": 500, "lo')
+    curve = reading.read_curve(tmp_path)
+    assert curve is not None and curve.records == 500 and len(curve.x) == reading.CURVE_POINTS
     assert curve.x_label == "training seconds" and curve.last["step"] == 499
     assert curve.loss[0] == pytest.approx(5.0 - 1 / 100 * 1.0, abs=0.02) and curve.loss[-1] < curve.loss[0]
-    (tmp_path / model.METRICS_FILE).write_text(json.dumps({"step": 1, "loss": 2.0}) + "\n")
-    assert model.read_curve(tmp_path).x_label == "step"
-    assert model.read_curve(tmp_path / "missing") is None
+    (tmp_path / rundir.METRICS_FILE).write_text(json.dumps({"step": 1, "loss": 2.0}) + "\n")
+    assert reading.read_curve(tmp_path).x_label == "step"
+    assert reading.read_curve(tmp_path / "missing") is None and reading.read_curve(None) is None
 
 
 def test_log_tail_shows_what_a_terminal_shows(tmp_path: Path) -> None:
-    (tmp_path / model.LOG_FILE).write_text("start\n\rstep 1\rstep 2\rstep 3   \nTraceback\nValueError: x\n\n")
-    assert model.log_tail(tmp_path) == "start\nstep 3   \nTraceback\nValueError: x"
+    (tmp_path / rundir.LOG_FILE).write_text("start\n\rstep 1\rstep 2\rstep 3   \nTraceback\nValueError: x\n\n")
+    assert rundir.log_tail(tmp_path) == "start\nstep 3   \nTraceback\nValueError: x"
+    assert rundir.log_tail(tmp_path, lines=2) == "Traceback\nValueError: x"
+    assert rundir.log_tail(tmp_path / "missing") == "" and rundir.log_tail(None) == ""
 
 
 # --- the dashboard's server -------------------------------------------------------------------
@@ -323,7 +326,7 @@ def test_dashboard_serves_the_page_and_the_state(served, research: Path) -> None
     rows = Ledger.open(research / "results.tsv").rows
     assert code == 200 and doc["schema"] == dashboard.SCHEMA and doc["error"] is None
     assert [r["run_id"] for r in doc["ledger"]] == [r.run_id for r in rows]
-    assert doc["summary"]["best"] == pytest.approx(model.load(research).summary.best)
+    assert doc["summary"]["best"] == pytest.approx(reading.load(research).summary.best)
     assert doc["summary"]["lines"][0][0] == "baseline"
     assert doc["baseline_curve"]["run_id"] == "0001" and len(doc["baseline_curve"]["x"]) == 80
     assert doc["current"] is None
@@ -361,18 +364,31 @@ def test_dashboard_is_read_only_and_stays_inside_the_folder(served, research: Pa
     assert tree_digest(research) == before
 
 
+def flight(phase: str, description: str = "", runs: tuple[str, ...] = (), kind: str = "experiment") -> dict:
+    """An entry of .autoresearch/flights.json as the loop writes it."""
+    return {"phase": phase, "parent": "abc1234", "proposer": "search", "kind": kind, "description": description,
+            "hypothesis": "", "params": {}, "candidate": "", "runs": list(runs), "tokens": 0, "cost_usd": 0.0,
+            "workers": 1}
+
+
+def write_flights(folder: Path, *flights: dict) -> None:
+    from autoresearch.workspace import FLIGHTS_FILE, STATE_DIR
+
+    (folder / STATE_DIR).mkdir(exist_ok=True)
+    (folder / STATE_DIR / FLIGHTS_FILE).write_text(json.dumps(list(flights)))
+
+
 def test_dashboard_follows_the_run_under_way(tmp_path: Path) -> None:
     from autoresearch import settings
 
     folder = tmp_path / "ws"
     make_research(folder, Shape(experiments=4, steps=20))
     settings.save(settings.from_preset("tiny", time_budget=120.0), folder)
-    (folder / ".autoresearch").mkdir()
-    (folder / ".autoresearch" / "state.json").write_text(json.dumps(
-        {"phase": "running", "parent": "abc", "kind": "experiment", "description": "wider MLP", "runs": ["0099"]}))
+    assert dashboard.state(folder)["current"] is None  # no state file: the loop is idle
+    write_flights(folder, flight("running", "wider MLP", ("0099",)))
     run = folder / "runs" / "0099"
     run.mkdir()
-    (run / model.METRICS_FILE).write_text("".join(
+    (run / rundir.METRICS_FILE).write_text("".join(
         json.dumps({"step": i, "loss": 4 - i / 50, "training_seconds": i * 0.9, "progress": i * 0.9 / 120}) + "\n"
         for i in range(50)))
     doc = dashboard.state(folder)
@@ -382,19 +398,34 @@ def test_dashboard_follows_the_run_under_way(tmp_path: Path) -> None:
     assert cur["time_left_s"] == pytest.approx(120 - 49 * 0.9) and cur["step"] == 49
     assert len(cur["curve"]["x"]) == 50 and time.time() - 60 < cur["last_output_at"] <= time.time()
     assert dashboard.state(folder) == doc  # nothing changed: the same document (and ETag), no redraw
-    (folder / ".autoresearch" / "state.json").write_text(json.dumps({"phase": "proposing", "parent": "abc"}))
-    assert dashboard.state(folder)["current"]["run_id"] == ""
-    (folder / ".autoresearch" / "state.json").unlink()
-    assert dashboard.state(folder)["current"] is None
-    # parallel workers: no state.json between proposals; the candidate whose run started last shows
-    flights = [{"phase": "running", "parent": "abc", "kind": "experiment", "description": "deeper", "runs": ["0098"]},
-               {"phase": "running", "parent": "abc", "kind": "experiment", "description": "wider MLP", "runs": ["0099"]},
-               {"phase": "queued", "parent": "abc", "kind": "experiment", "description": "combine: x", "runs": []}]
-    (folder / ".autoresearch" / "flights.json").write_text(json.dumps(flights))
+    write_flights(folder, flight("proposing"))
     cur = dashboard.state(folder)["current"]
-    assert cur["run_id"] == "0099" and cur["description"] == "wider MLP" and cur["step"] == 49
-    (folder / ".autoresearch" / "flights.json").write_text("[]")
+    assert cur["phase"] == "proposing" and cur["run_id"] == "" and cur["curve"] is None
+    write_flights(folder, flight("proposing", kind="baseline"))
+    assert dashboard.state(folder)["current"]["description"] == "baseline"
+    write_flights(folder)
     assert dashboard.state(folder)["current"] is None
+    # several under way (parallel workers): the one whose run started last shows, even while another is proposed
+    write_flights(folder, flight("running", "deeper", ("0098",)), flight("running", "wider MLP", ("0099",)),
+                  flight("queued", "combine: x"), flight("proposing"))
+    cur = dashboard.state(folder)["current"]
+    assert cur["phase"] == "running" and cur["run_id"] == "0099" and cur["description"] == "wider MLP"
+    assert cur["step"] == 49
+    # a run already in the ledger is over: its candidate, waiting for its next run, is not running now
+    recorded = Ledger.open(folder / "results.tsv").rows[-1].run_id
+    write_flights(folder, flight("running", "confirming", (recorded,)), flight("queued", "next"))
+    assert dashboard.state(folder)["current"] is None
+    write_flights(folder, flight("running", "confirming", (recorded, "0099")))
+    assert dashboard.state(folder)["current"]["run_id"] == "0099"
+    (folder / ".autoresearch" / "flights.json").write_text("{not json")
+    assert dashboard.state(folder)["current"] is None
+
+
+def test_the_live_run_is_the_newest_run_by_number(tmp_path: Path) -> None:
+    make_research(tmp_path, Shape(experiments=2, steps=5))
+    write_flights(tmp_path, flight("running", "older", ("9999",)), flight("running", "newer", ("10000",)))
+    live = reading.live_run(reading.load(tmp_path))
+    assert live is not None and live.run_id == "10000" and live.description == "newer" and live.curve is None
 
 
 def test_dashboard_before_the_first_row_and_on_a_corrupt_ledger(tmp_path: Path) -> None:

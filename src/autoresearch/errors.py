@@ -42,4 +42,8 @@ class ProposerError(AutoresearchError):
 
 
 class ReportError(AutoresearchError):
-    """A results folder the report or the dashboard cannot read (missing or corrupt results.tsv)."""
+    """A results folder the report or the dashboard cannot use (no results.tsv, no runs, a busy port)."""
+
+
+class LedgerError(AutoresearchError):
+    """A results ledger (results.tsv) that cannot be read as it is: the message names the file, the line and the fix."""

@@ -34,6 +34,17 @@ class Git:
             raise WorkspaceError(f"git {' '.join(args)} failed in {self.root}: {proc.stderr.strip() or proc.stdout.strip()}")
         return proc.stdout.strip()
 
+    def read(self, *args: str, stdin: str | None = None, timeout_s: float = 60.0) -> str | None:
+        """Read-only git whose failure is not an error: its output as it is (not stripped, undecodable
+        bytes replaced), or None when git is missing, fails or takes longer than `timeout_s`."""
+        try:
+            proc = subprocess.run(["git", *args], cwd=self.root, input=stdin, capture_output=True, text=True,
+                                  errors="replace", timeout=timeout_s,
+                                  env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return proc.stdout if proc.returncode == 0 else None
+
     def is_repo(self) -> bool:
         proc = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=self.root, capture_output=True, text=True)
         return proc.returncode == 0 and Path(proc.stdout.strip()).resolve() == self.root.resolve()
@@ -136,3 +147,33 @@ class Git:
     def refs(self) -> dict[str, str]:
         out = self.run("for-each-ref", "--format=%(refname) %(objectname)")
         return dict(line.split(" ", 1) for line in out.splitlines() if line)
+
+    def patches(self, commits: list[str]) -> dict[str, str]:
+        """commit (as given, e.g. short) -> its patch against its parent, for the commits git still has.
+
+        Read-only and tolerant: {} when the root is not a repository's top folder or git fails (the
+        report goes on without diffs). Two git calls in all (which commits exist, then all their
+        patches), not one per commit: a ledger of a thousand experiments must not mean a thousand
+        processes. A commit that changed nothing has the patch "".
+        """
+        if not commits or not (self.root / ".git").exists():
+            return {}
+        found = self.read("cat-file", "--batch-check=%(objectname) %(objecttype)", stdin="\n".join(commits) + "\n")
+        if found is None:
+            return {}
+        full = {}
+        for given, line in zip(commits, found.splitlines()):
+            parts = line.split()
+            if len(parts) == 2 and parts[1] == "commit":
+                full[parts[0]] = given
+        if not full:
+            return {}
+        shown = self.read("show", "--no-color", "--no-ext-diff", "--format=%x1e%H", "--patch", *full)
+        if shown is None:
+            return {}
+        out = {}
+        for chunk in shown.split("\x1e")[1:]:
+            sha, _, patch = chunk.partition("\n")
+            if sha.strip() in full:
+                out[full[sha.strip()]] = patch.strip("\n") + "\n" if patch.strip() else ""
+        return out

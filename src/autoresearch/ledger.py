@@ -13,17 +13,25 @@ reason (docs/decisions.md).
 Appends rewrite the whole file through a temporary file and a rename, so a kill at any moment
 leaves either the old ledger or the new one. Tab-separated with a header: `pandas.read_csv(path,
 sep="\\t")` reads it as it is. A plain reference ledger (five columns) is read too.
+
+There is one reader, `read`, for everyone (the loop, `autoresearch status`, the proposers'
+context, the report, the dashboard), with one notion of a valid row: every reference column
+present, a known status (and kind), numbers that are numbers (nan and inf read as none, as does
+the reference's val_bpb of 0.000000 for a crash), timestamps that are times. A damaged line is
+never skipped: it is a `LedgerError` that names the file and the line and says how to fix it.
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from pathlib import Path
 
 from autoresearch import atomic
+from autoresearch.errors import LedgerError
 
 STATUSES = ("keep", "discard", "crash", "timeout", "invalid")
 KINDS = ("baseline", "experiment", "confirm")
@@ -96,20 +104,6 @@ def _fmt(name: str, value) -> str:
     return " ".join(str(value).split())  # no tabs or newlines inside a cell
 
 
-def _parse(name: str, text: str):
-    kind = {f.name: f.type for f in fields(Row)}[name]
-    if "float" in str(kind):
-        if text == "":
-            return None
-        value = float(text)
-        if name == "val_bpb" and value == 0.0:
-            return None
-        return value
-    if "int" in str(kind):
-        return int(float(text)) if text else None
-    return text
-
-
 @dataclass
 class Ledger:
     path: Path
@@ -120,14 +114,16 @@ class Ledger:
         ledger = cls(Path(path))
         for stale in ledger.path.parent.glob(f".{ledger.path.name}.*.tmp"):  # a write cut short by a kill
             stale.unlink(missing_ok=True)
-        if ledger.path.exists():
-            ledger.rows = read_rows(ledger.path.read_text(encoding="utf-8"))
+        if ledger.path.exists():  # a missing ledger is an empty one: nothing recorded yet
+            ledger.rows = read(ledger.path).rows
         return ledger
 
     def append(self, *new: Row) -> None:
-        for row in new:
+        for row in new:  # never write a row that `read` would refuse
             if row.status not in STATUSES:
                 raise ValueError(f"unknown status {row.status!r}")
+            if row.kind not in KINDS:
+                raise ValueError(f"unknown kind {row.kind!r}")
         rows = self.rows + list(new)
         atomic.write_text(self.path, render(rows))
         self.rows = rows
@@ -144,23 +140,119 @@ def render(rows: list[Row]) -> str:
     return out.getvalue()
 
 
-def read_rows(text: str) -> list[Row]:
-    """Rows of a ledger (ours or a plain five-column reference one)."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines:
-        return []
-    reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
-    header = next(reader)
-    known = {f.name for f in fields(Row)}
+# --- reading ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Contents:
+    """What a ledger file holds: its header's column names and its rows, in order."""
+
+    columns: tuple[str, ...]
+    rows: list[Row]
+
+    @property
+    def reference(self) -> bool:
+        """A plain reference ledger (no `kind` column): by convention its first measured row is the baseline."""
+        return "kind" not in self.columns
+
+
+def read(path: Path) -> Contents:
+    """The ledger at `path`, every line validated; a LedgerError for a missing, unreadable or damaged one."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise LedgerError(f"no {path.name} in {path.parent}") from None
+    except OSError as e:
+        raise LedgerError(f"cannot read {path} ({e.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise LedgerError(
+            f"{path} is not a text file (not UTF-8, from line {line}): a results ledger is UTF-8 text; "
+            "save it as UTF-8, or fix or delete that line") from None
+    return parse(text, path)
+
+
+def parse(text: str, source: Path | str = "results.tsv") -> Contents:
+    """The rows of a ledger's text (ours or a plain five-column reference one); `source` names it in errors.
+
+    Blank lines are skipped; every other line is a row or an error. Line numbers count every line
+    of the file, as an editor does.
+    """
+    lines = text.removeprefix("\ufeff").split("\n")  # a byte-order mark from a spreadsheet is not a column name
+    numbered = [(n, line.rstrip("\r")) for n, line in enumerate(lines, start=1) if line.strip()]
+    if not numbered:
+        raise LedgerError(
+            f"{source} is empty (not even its header line): no runs recorded yet; delete the empty file "
+            "(the loop writes it anew with its first run)")
+    header_line, header_text = numbered[0]
+    header = tuple(name.strip() for name in header_text.split("\t"))
+    missing = [c for c in REFERENCE_COLUMNS if c not in header]
+    if missing:
+        raise LedgerError(
+            f"{source} is not a results ledger: its header lacks {', '.join(missing)} (line {header_line}); expected "
+            f"the tab-separated columns {' '.join(REFERENCE_COLUMNS)} (optionally followed by more)")
+    twice = sorted({name for name in header if name in _PARSERS and header.count(name) > 1})
+    if twice:
+        raise LedgerError(f"{source}, line {header_line}: the header names {', '.join(twice)} more than once; "
+                          "keep one of each")
+    used = [(i, name) for i, name in enumerate(header) if name in _PARSERS]
+    need = max(header.index(c) for c in REFERENCE_COLUMNS) + 1
     rows = []
-    for cells in reader:
-        values = {}
-        for name, text in zip(header, cells):
-            if name in known:
-                values[name] = _parse(name, text.strip())
-        if "commit" in values and "status" in values:
-            values.setdefault("description", "")
-            values.setdefault("val_bpb", None)
-            values.setdefault("memory_gb", None)
-            rows.append(Row(**values))
-    return rows
+    for n, line in numbered[1:]:
+        cells = line.split("\t")
+        try:
+            if len(cells) < need:
+                raise ValueError(f"{len(cells)} tab-separated cell(s), expected at least {need} "
+                                 f"({' '.join(header[:need])})")
+            rows.append(_row(cells, used))
+        except ValueError as e:
+            raise LedgerError(f"{source}, line {n}: {e}; fix or delete that line") from None
+    return Contents(header, rows)
+
+
+def _row(cells: list[str], used: list[tuple[int, str]]) -> Row:
+    """One line's Row; a ValueError that says what is wrong with it. Cells missing at the end are empty."""
+    values = {name: _PARSERS[name](cells[i].strip()) for i, name in used if i < len(cells)}
+    if values["status"] not in STATUSES:
+        raise ValueError(f"unknown status {values['status']!r} (expected one of {', '.join(STATUSES)})")
+    if "kind" in values and values["kind"] not in KINDS:
+        raise ValueError(f"unknown kind {values['kind']!r} (expected one of {', '.join(KINDS)})")
+    return Row(**values)
+
+
+def _parser(name: str, annotation: str) -> Callable[[str], object]:
+    """How a cell of column `name` is read (by the Row field's type)."""
+    if "float" in annotation or "int" in annotation:
+        integer = "float" not in annotation
+
+        def number(text: str) -> float | int | None:
+            if not text:
+                return None
+            try:
+                value = float(text)
+            except ValueError:
+                raise ValueError(f"a value is not a number: {name} {text!r}") from None
+            if not math.isfinite(value) or (name == "val_bpb" and value == 0.0):
+                return None  # a diverged run's nan; the reference's 0.000000 for a crash
+            return int(value) if integer else value
+
+        return number
+    if name == "timestamp":
+
+        def timestamp(text: str) -> str:
+            if text:
+                try:
+                    datetime.fromisoformat(text)
+                except ValueError:
+                    raise ValueError(f"timestamp {text!r} is not an ISO 8601 time "
+                                     "(like 2025-01-06T21:00:00+00:00)") from None
+            return text
+
+        return timestamp
+    return str
+
+
+_PARSERS = {f.name: _parser(f.name, str(f.type)) for f in fields(Row)}

@@ -1,7 +1,9 @@
 """The run folder, `runs/<run_id>/`: one per run, and the names and records of what it holds.
 
 Torch-free, so the report, the dashboard and the proposers' context can read run folders without
-importing the training stack. Every other module takes these names from here.
+importing the training stack. Every other module takes these names, and the readers below, from
+here. The readers are tolerant: a run folder is read while its run writes it, and may be old,
+partial or copied without some files, so what is missing or unreadable reads as nothing.
 
     result.json       the runner's record of the run (`RunResult`)             runner
     train.log         train.py's stdout and stderr                              runner
@@ -109,3 +111,93 @@ def tail(text: str, n_lines: int = 40) -> str:
     """The last `n_lines` lines of a log text (a progress line rewritten with \\r counts as lines)."""
     lines = text.replace("\r", "\n").splitlines()
     return "\n".join(line for line in lines[-n_lines:])
+
+
+# --- reading a run folder ----------------------------------------------------------------------
+
+
+def read_text(run_dir: Path | None, name: str, max_bytes: int | None = None) -> str:
+    """A text file of a run folder, undecodable bytes replaced; only its last `max_bytes` bytes when
+    given; "" when the folder or the file is missing or unreadable."""
+    if run_dir is None:
+        return ""
+    path = run_dir / name
+    try:
+        with open(path, "rb") as f:
+            if max_bytes is not None:
+                f.seek(max(0, path.stat().st_size - max_bytes))
+            data = f.read()
+    except OSError:
+        return ""
+    return data.decode("utf-8", errors="replace")
+
+
+def read_object(run_dir: Path | None, name: str) -> dict:
+    """A JSON object from a run folder, or {} when the folder, the file or a valid object is missing."""
+    if run_dir is None:
+        return {}
+    try:
+        data = json.loads((run_dir / name).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_proposal(run_dir: Path | None) -> dict:
+    """proposal.json (description, hypothesis, params, proposer, tokens, cost) or {}."""
+    return read_object(run_dir, PROPOSAL_FILE)
+
+
+def read_result(run_dir: Path | None) -> dict:
+    """result.json, the runner's record (outcome, error, flags, timings), as written, or {}."""
+    return read_object(run_dir, RESULT_FILE)
+
+
+def parse_metrics(text: str) -> list[dict]:
+    """The JSON objects of a metrics.jsonl text, in order, skipping lines that do not parse (while a
+    run is under way its last line may be half written) and values that are not objects.
+
+    All lines are first parsed in one call as a JSON array (a thousand runs of a thousand steps
+    must not take a thousand-thousand parser calls); only if that fails, line by line.
+    """
+    lines = [line for line in text.splitlines() if line.strip()]
+    try:
+        records = json.loads("[" + ",".join(lines) + "]")
+    except ValueError:
+        records = None
+    if records is None or len(records) != len(lines):  # a line that held more (or less) than one value
+        records = []
+        for line in lines:
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+    return [r for r in records if isinstance(r, dict)]
+
+
+def read_metrics(run_dir: Path | None) -> list[dict]:
+    """The records train.py logged (metrics.jsonl), oldest first; [] when there are none."""
+    return parse_metrics(read_text(run_dir, METRICS_FILE))
+
+
+def log_tail(run_dir: Path | None, lines: int = 25, max_bytes: int = 64_000) -> str:
+    """The end of train.log as a terminal would show it (a progress line rewritten with \\r counts once)."""
+    data = read_text(run_dir, LOG_FILE, max_bytes)
+    shown = [line.rsplit("\r", 1)[-1] if line.rstrip("\r") else "" for line in data.split("\n")]
+    shown = [line.rstrip("\r") for line in shown]
+    while shown and not shown[-1].strip():
+        shown.pop()
+    return "\n".join(shown[-lines:])
+
+
+def last_output(run_dir: Path | None) -> float | None:
+    """When the run last wrote its log or its metrics (epoch seconds); None before it wrote either."""
+    if run_dir is None:
+        return None
+    stamps = []
+    for name in (LOG_FILE, METRICS_FILE):
+        try:
+            stamps.append((run_dir / name).stat().st_mtime)
+        except OSError:
+            pass
+    return max(stamps) if stamps else None

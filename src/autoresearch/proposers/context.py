@@ -21,18 +21,16 @@ budget errs on the safe side), or with a named tiktoken encoding (`token_encodin
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from autoresearch.errors import AutoresearchError, ProposerError, SettingsError
 from autoresearch.ledger import Row
 from autoresearch.proposers.base import Context
-from autoresearch.rundir import LOG_FILE, METRICS_FILE, RESULT_FILE
+from autoresearch.rundir import LOG_FILE, read_metrics, read_result, read_text
 from autoresearch.settings import Settings
 from autoresearch.status import rule_text, summarize
 from autoresearch.workspace import PROGRAM_FILE, TRAIN_FILE
@@ -166,22 +164,6 @@ def earlier_experiments(ctx: Context, n: int, shown: int) -> str:
 # --- the last run ----------------------------------------------------------------------------
 
 
-def read_metrics(path: Path) -> list[dict]:
-    records = []
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(record, dict):
-                    records.append(record)
-    except FileNotFoundError:
-        pass
-    return records
-
-
 def _numbers(records: list[dict], key: str) -> list[float]:
     out = []
     for r in records:
@@ -258,12 +240,8 @@ def time_summary(result: dict) -> str:
 PROGRESS = re.compile(r"^\s*step\s+\d+")  # train.py's per-step progress lines (the curve summarises them)
 
 
-def _log_tail(path: Path, n_lines: int) -> str:
-    """The last `n_lines` of a log, each run of progress lines cut to its last two."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return ""
+def _log_tail(text: str, n_lines: int) -> str:
+    """The last `n_lines` of a log's text, each run of progress lines cut to its last two."""
     lines = [ln.rstrip() for ln in text.replace("\r", "\n").split("\n") if ln.strip()]
     out: list[str] = []
     run: list[str] = []
@@ -292,19 +270,16 @@ def last_run(ctx: Context, log_lines: int, with_curve: bool = True) -> str:
     if row.flags:
         head += f"\nFlags: {row.flags}"
     parts = [head]
-    try:
-        result = json.loads((run_dir / RESULT_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        result = {}
+    result = read_result(run_dir)
     if result.get("error"):
         parts.append(f"Error: {result['error']}")
     if with_curve:
         timing = time_summary(result)
         if timing:
             parts.append(f"Where the time went: {timing}")
-        parts.append("Training curve (metrics.jsonl):\n" + curve_summary(read_metrics(run_dir / METRICS_FILE)))
+        parts.append("Training curve (metrics.jsonl):\n" + curve_summary(read_metrics(run_dir)))
     if log_lines > 0:
-        tail = _log_tail(run_dir / LOG_FILE, log_lines)
+        tail = _log_tail(read_text(run_dir, LOG_FILE), log_lines)
         if tail:
             parts.append("The end of its train.log (runs of progress lines cut short):\n" + _fence(tail))
     return "\n\n".join(parts)

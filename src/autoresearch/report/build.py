@@ -6,19 +6,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autoresearch.errors import ReportError
-from autoresearch.report import html, model, plot
+from autoresearch.report import html, plot, reading
 
 
 @dataclass(frozen=True)
 class Built:
     progress: Path
     report: Path
-    research: model.Research
+    research: reading.Research
 
 
 def build(folder: Path, out_dir: Path | None = None) -> Built:
     """Read `folder` (results.tsv, runs/) and write progress.png and report.html into `out_dir` (default: `folder`)."""
-    research = model.load(folder)
+    research = reading.load(folder)
     if not research.records:
         raise ReportError(f"{research.ledger_path} has no runs yet: run `autoresearch loop` first")
     out = Path(out_dir) if out_dir is not None else research.folder

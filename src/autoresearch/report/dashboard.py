@@ -2,8 +2,8 @@
 
 The page (page.py) polls one JSON endpoint, `/api/state`, and redraws: the summary, the progress
 chart, the run under way with its loss curve and time left, and the ledger. The state is read
-from the folder on every request (results.tsv, the loop's state file, the current run's
-metrics), so the dashboard needs no connection to the loop: it can be started, stopped and
+from the folder on every request (results.tsv, the loop's state file .autoresearch/flights.json,
+the current run's metrics), so the dashboard needs no connection to the loop: it can be started, stopped and
 restarted at any time, on any folder, and never changes anything.
 
 Safety, because a web server is a door into the machine:
@@ -28,8 +28,9 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from autoresearch.errors import AutoresearchError, ReportError
-from autoresearch.report import model
+from autoresearch.report import reading
 from autoresearch.report.page import render_page
+from autoresearch.rundir import DIFF_FILE, LOG_FILE, METRICS_FILE, PROPOSAL_FILE, RESULT_FILE
 from autoresearch.status import headline
 from autoresearch.workspace import RUNS_DIR
 
@@ -38,11 +39,11 @@ DEFAULT_PORT = 8765
 DEFAULT_INTERVAL = 2.0  # seconds between the page's polls
 SCHEMA = 1  # version of the /api/state document; fields are only ever added within a version
 SERVED_FILES = {  # run-folder files the dashboard links to, and their content types
-    model.LOG_FILE: "text/plain; charset=utf-8",
-    model.DIFF_FILE: "text/plain; charset=utf-8",
-    model.METRICS_FILE: "text/plain; charset=utf-8",
-    model.RESULT_FILE: "application/json",
-    model.PROPOSAL_FILE: "application/json",
+    LOG_FILE: "text/plain; charset=utf-8",
+    DIFF_FILE: "text/plain; charset=utf-8",
+    METRICS_FILE: "text/plain; charset=utf-8",
+    RESULT_FILE: "application/json",
+    PROPOSAL_FILE: "application/json",
 }
 RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
@@ -56,7 +57,7 @@ CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline
 def state(folder: Path) -> dict:
     """The /api/state document (see docs/report.md for its fields, which are a stable interface)."""
     try:
-        research = model.load(folder, missing_ok=True)
+        research = reading.load(folder, missing_ok=True)
     except AutoresearchError as e:
         return {"schema": SCHEMA, "folder": str(Path(folder).resolve()), "error": str(e), "reference": False,
                 "summary": None, "ledger": [], "current": None, "baseline_curve": None, "best_curve": None}
@@ -84,8 +85,8 @@ def state(folder: Path) -> dict:
     }
 
 
-def _current(research: model.Research) -> dict | None:
-    live = model.live_run(research)
+def _current(research: reading.Research) -> dict | None:
+    live = reading.live_run(research)
     if live is None:
         return None
     last = live.curve.last if live.curve else {}
@@ -98,14 +99,14 @@ def _current(research: model.Research) -> dict | None:
     }
 
 
-def _curve(record: model.RunRecord | None) -> dict | None:
-    curve = model.read_curve(record.run_dir) if record is not None else None
+def _curve(record: reading.RunRecord | None) -> dict | None:
+    curve = reading.read_curve(record.run_dir) if record is not None else None
     if curve is None:
         return None
     return {"run_id": record.row.run_id, "number": record.number, **_curve_data(curve)}
 
 
-def _curve_data(curve: model.Curve) -> dict:
+def _curve_data(curve: reading.Curve) -> dict:
     return {"x": [round(v, 3) for v in curve.x], "loss": [round(v, 5) for v in curve.loss], "x_label": curve.x_label}
 
 

@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from autoresearch import atomic
-from autoresearch.report import model
-from autoresearch.report.model import Curve, Research, RunRecord
+from autoresearch.report import reading
+from autoresearch.report.reading import Curve, Research, RunRecord
+from autoresearch.rundir import log_tail, read_proposal
 from autoresearch.status import headline
 
 REPORT_FILE = "report.html"
@@ -60,9 +61,9 @@ def write_report(research: Research, out_dir: Path, progress_png: bytes | None) 
 
 
 def render(research: Research, progress_png: bytes | None) -> str:
-    diffs = model.load_diffs(research)
+    diffs = reading.load_diffs(research)
     baseline = research.baseline_record()
-    baseline_curve = model.read_curve(baseline.run_dir) if baseline else None
+    baseline_curve = reading.read_curve(baseline.run_dir) if baseline else None
     introduced = research.introduced_by()
     parts = [
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
@@ -149,7 +150,7 @@ def _article(rec: RunRecord, research: Research, diff: str | None, baseline: Run
              baseline_curve: Curve | None, introduced: dict[str, RunRecord], previous: RunRecord | None,
              following: RunRecord | None) -> str:
     row = rec.row
-    proposal = model.read_proposal(rec.run_dir)
+    proposal = read_proposal(rec.run_dir)
     facts: list[tuple[str, str]] = [("val_bpb", escape(_f(row.val_bpb)))]
     if _gain(rec) is not None:
         facts.append(("gain", escape(f"{_signed(_gain(rec))} against the best before it ({_f(rec.best_before)})")))
@@ -180,7 +181,7 @@ def _article(rec: RunRecord, research: Research, diff: str | None, baseline: Run
         f"<p class=\"muted\">run {escape(row.run_id or '-')} &middot; {escape(row.kind)} &middot; commit "
         f"<code>{escape(row.commit)}</code>{' &middot; ' + escape(row.timestamp) if row.timestamp else ''}</p>",
     ]
-    curve = model.read_curve(rec.run_dir)
+    curve = reading.read_curve(rec.run_dir)
     chart = ""
     if curve is not None:
         against = baseline_curve if baseline is not None and baseline is not rec else None
@@ -189,7 +190,7 @@ def _article(rec: RunRecord, research: Research, diff: str | None, baseline: Run
     if diff:
         parts.append(f"<details><summary>diff</summary><pre class=\"diff\">{_diff_html(diff)}</pre></details>")
     if row.status in ("crash", "timeout", "invalid"):
-        tail = model.log_tail(rec.run_dir)
+        tail = log_tail(rec.run_dir)
         if tail:
             parts.append(f"<details open><summary>end of train.log</summary><pre>{escape(tail)}</pre></details>")
     links = ["<a href=\"#runs\">all runs</a>"]

@@ -25,7 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from autoresearch import atomic
-from autoresearch.report.model import Research, RunRecord
+from autoresearch.report.reading import Research, RunRecord
 
 PROGRESS_FILE = "progress.png"
 SIZE_INCHES = (14.0, 7.0)

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from autoresearch.ledger import REFERENCE_COLUMNS, Ledger, Row
-from autoresearch.report import model
+from autoresearch.rundir import DIFF_FILE, LOG_FILE, METRICS_FILE, PROPOSAL_FILE, RESULT_FILE
 from autoresearch.workspace import LEDGER_FILE
 
 IDEAS = (
@@ -146,21 +146,21 @@ def _run_folder(run_dir: Path, row: Row, shape: Shape, rng: random.Random, diff:
         loss = final * 2.2 + 6.0 * math.exp(-seconds / (shape.budget / 12)) + rng.gauss(0, 0.05)
         lines.append(json.dumps({"step": step, "loss": round(loss, 4), "lr": 1.0, "training_seconds": round(seconds, 2),
                                  "progress": round(seconds / shape.budget, 4), "tokens_per_s": 1.6e6}))
-    (run_dir / model.METRICS_FILE).write_text("\n".join(lines) + "\n")
+    (run_dir / METRICS_FILE).write_text("\n".join(lines) + "\n")
     log = "".join(f"\rstep {s:05d} | loss: {2.5:.6f}    " for s in range(0, steps, max(1, steps // 20)))
     if crashed:
         log += "\nTraceback (most recent call last):\n  File \"train.py\", line 301\nRuntimeError: CUDA out of memory\n"
     else:
         log += f"\n---\nval_bpb:          {final:.6f}\ntraining_seconds: {shape.budget:.1f}\n"
-    (run_dir / model.LOG_FILE).write_text(log)
+    (run_dir / LOG_FILE).write_text(log)
     if diff:
-        (run_dir / model.DIFF_FILE).write_text(diff)
+        (run_dir / DIFF_FILE).write_text(diff)
     if row.kind != "baseline":
-        (run_dir / "proposal.json").write_text(json.dumps({
+        (run_dir / PROPOSAL_FILE).write_text(json.dumps({
             "description": row.description, "hypothesis": "more steps in the same time should lower the loss",
             "params": {}, "tokens": 0, "cost_usd": 0.0, "proposer": row.proposer}))
     outcome = {"keep": "ok", "discard": "ok"}.get(row.status, row.status)
-    (run_dir / model.RESULT_FILE).write_text(json.dumps({
+    (run_dir / RESULT_FILE).write_text(json.dumps({
         "run_id": row.run_id, "commit": row.commit, "outcome": outcome, "val_bpb": row.val_bpb,
         "error": row.rule if outcome != "ok" else "", "flags": []}))
 
