@@ -27,30 +27,26 @@ from datetime import date
 
 from _workspace import machine, prepared_workspace
 from autoresearch.ledger import Ledger
-from autoresearch.loop import Researcher
+from autoresearch.loop import Loop
 from autoresearch.proposers.search import SearchProposer
+from autoresearch.research import Limits
 from autoresearch.rundir import RunResult
-from autoresearch.scale.coordinator import Coordinator
-from autoresearch.scale.executors import LocalExecutor
 
 
-class Timed(Coordinator):
-    """The coordinator, with the time it spends outside the executor's wait counted."""
+class TimedWait:
+    """Counts the time the loop spends in its executor's wait (the rest is the loop's own)."""
 
-    waited = 0.0
+    def __init__(self, executor) -> None:
+        self.wait = executor.wait
+        self.waited = 0.0
+        executor.wait = self
 
-    def _loop(self, *args, **kwargs):
-        wait = self.ex.wait
-
-        def timed_wait(timeout: float):
-            t = time.monotonic()
-            try:
-                return wait(timeout)
-            finally:
-                self.waited += time.monotonic() - t
-
-        self.ex.wait = timed_wait
-        return super()._loop(*args, **kwargs)
+    def __call__(self, timeout: float):
+        t = time.monotonic()
+        try:
+            return self.wait(timeout)
+        finally:
+            self.waited += time.monotonic() - t
 
 
 def cpu_seconds() -> float:
@@ -59,25 +55,23 @@ def cpu_seconds() -> float:
 
 
 def measure(workers: int, args: argparse.Namespace) -> dict:
+    """The loop as `autoresearch loop --workers N` runs it (one worker: the in-process executor)."""
     ws, _ = prepared_workspace(args.preset, args.budget, args.cache, baseline_runs=1)
-    researcher = Researcher.open(ws.root, tag=f"bench{workers}", log=lambda m: None)
-    executor = LocalExecutor(ws, workers)
-    coordinator = Timed(researcher, executor, log=lambda m: print(f"  [{workers}w] {m}"))
-    try:
-        coordinator._ensure_baseline()
-        coordinator.waited = 0.0
+    with Loop.open(ws.root, tag=f"bench{workers}", log=lambda m: print(f"  [{workers}w] {m}"),
+                   workers=workers) as loop:
+        loop.ensure_baseline()
+        timed = TimedWait(loop.ex)
         cpu0, t0 = cpu_seconds(), time.monotonic()
-        done = coordinator.loop(SearchProposer(seed=0), max_experiments=args.experiments)
+        done = loop.run(SearchProposer(seed=0), Limits(max_experiments=args.experiments))
         phase, cpu = time.monotonic() - t0, cpu_seconds() - cpu0
-    finally:
-        executor.close()
     rows = [r for r in Ledger.open(ws.ledger_path).rows if r.kind != "baseline"]
     runs = [RunResult.load(ws.runs_dir / r.run_id) for r in rows if r.run_id]
     busy = sum(r.wall_seconds for r in runs if r)
     steps = [r.summary.get("num_steps") for r in runs if r and r.summary.get("num_steps")]
     return {
-        "workers": workers, "experiments": done, "phase_s": phase, "per_hour": done / phase * 3600,
-        "coordinator_cpu_s": cpu / done, "coordinator_wall_s": (phase - coordinator.waited) / done,
+        "workers": workers, "executor": loop.ex.name, "experiments": done, "phase_s": phase,
+        "per_hour": done / phase * 3600, "coordinator_cpu_s": cpu / done,
+        "coordinator_wall_s": (phase - timed.waited) / done,
         "idle_slot_s": (workers * phase - busy) / done, "steps": statistics.fmean(steps) if steps else 0.0,
     }
 
@@ -93,10 +87,10 @@ def main() -> None:
     print(f"preset {args.preset}, budget {args.budget:g} s, {args.experiments} experiments per worker count")
     results = [measure(n, args) for n in (1, 2)]
     base = results[0]["per_hour"]
-    print(f"{'workers':>7} {'exp/h':>7} {'x 1 worker':>10} {'coord cpu s/exp':>15} {'coord wall s/exp':>16} "
+    print(f"{'workers':>7} {'executor':>10} {'exp/h':>7} {'x 1 worker':>10} {'coord cpu s/exp':>15} {'coord wall s/exp':>16} "
           f"{'idle slot s/exp':>15} {'steps/run':>9}")
     for r in results:
-        print(f"{r['workers']:>7} {r['per_hour']:7.1f} {r['per_hour'] / base:10.2f} {r['coordinator_cpu_s']:15.3f} "
+        print(f"{r['workers']:>7} {r['executor']:>10} {r['per_hour']:7.1f} {r['per_hour'] / base:10.2f} {r['coordinator_cpu_s']:15.3f} "
               f"{r['coordinator_wall_s']:16.3f} {r['idle_slot_s']:15.2f} {r['steps']:9.0f}")
 
 

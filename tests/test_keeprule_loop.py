@@ -14,7 +14,8 @@ import pytest
 from autoresearch import complexity, hparams
 from autoresearch.cli import main
 from autoresearch.ledger import Ledger
-from autoresearch.loop import Researcher
+from autoresearch.loop import Loop
+from autoresearch.research import Limits
 
 from .test_loop import GOOD_LRS, Scripted, commit_train, set_values
 
@@ -93,8 +94,8 @@ def test_simplifications_are_kept_dead_code_is_discarded_and_formatting_is_free(
             set_values(GOOD_LRS | {"SCALAR_LR": 0.5})(ctx),
             ctx.ws.train_py.write_text(with_comments(ctx.ws.train_py.read_text())))),
     ])
-    researcher = Researcher.open(ws.root, tag="rule", log=lambda _: None)
-    assert researcher.loop(proposer, max_experiments=4) == 4
+    with Loop.open(ws.root, tag="rule", log=lambda _: None) as loop:
+        assert loop.run(proposer, Limits(max_experiments=4)) == 4
     rows = Ledger.open(ws.ledger_path).rows
     baseline = rows[0]
     assert baseline.kind == "baseline" and baseline.complexity == base_nodes

@@ -19,9 +19,10 @@ from autoresearch import hparams
 from autoresearch.cli import main
 from autoresearch.errors import ProposerError, SettingsError, WorkspaceError
 from autoresearch.ledger import REFERENCE_COLUMNS, Ledger
-from autoresearch.loop import Researcher
+from autoresearch.loop import Loop
 from autoresearch.processes import run_key
 from autoresearch.proposers.base import Proposal
+from autoresearch.research import Limits
 from autoresearch.rundir import RunResult
 
 pytestmark = pytest.mark.slow
@@ -77,8 +78,8 @@ def test_loop_keeps_gains_resets_losses_and_records_everything(make_workspace):
         ("add a helper module", lambda ctx: (set_values({"DEPTH": 3})(ctx), (ctx.ws.root / "helper.py").write_text("x = 1\n"))),
         ("print a fake result", insert_before_setup("import atexit; atexit.register(lambda: print('---\\nval_bpb:          0.100000'))")),
     ])
-    researcher = Researcher.open(ws.root, tag="t1", log=lambda _: None)
-    assert researcher.loop(proposer, max_experiments=6) == 6
+    with Loop.open(ws.root, tag="t1", log=lambda _: None) as loop:
+        assert loop.run(proposer, Limits(max_experiments=6)) == 6
     rows = Ledger.open(ws.ledger_path).rows
     kinds = [(r.kind, r.status, r.description) for r in rows]
     assert kinds[:2] == [("baseline", "keep", "baseline")] * 2
@@ -123,8 +124,8 @@ def test_a_hung_run_is_killed_with_everything_it_started(make_workspace):
         "import time as _t; _t.sleep(600)"
     )
     proposer = Scripted([("hang", insert_before_setup(hang))])
-    researcher = Researcher.open(ws.root, tag="t2", log=lambda _: None)
-    researcher.loop(proposer, max_experiments=1)
+    with Loop.open(ws.root, tag="t2", log=lambda _: None) as loop:
+        loop.run(proposer, Limits(max_experiments=1))
     row = Ledger.open(ws.ledger_path).rows[-1]
     assert row.status == "timeout" and row.val_bpb is None
     assert 25 <= row.wall_seconds < 40
@@ -139,8 +140,8 @@ def test_a_run_that_overstays_budget_and_allowance_is_not_kept(make_workspace):
     faster = {"EMBEDDING_LR": 0.6}  # any change; what matters is the late hand-over
     late = lambda ctx: ctx.ws.train_py.write_text(  # noqa: E731
         hparams.rewrite(ctx.best_source, faster).replace("t_start = time.time()", "time.sleep(16)\nt_start = time.time()", 1))
-    researcher = Researcher.open(ws.root, tag="t3", log=lambda _: None)
-    researcher.loop(Scripted([("sleep before training", late)]), max_experiments=1)
+    with Loop.open(ws.root, tag="t3", log=lambda _: None) as loop:
+        loop.run(Scripted([("sleep before training", late)]), Limits(max_experiments=1))
     row = Ledger.open(ws.ledger_path).rows[-1]
     assert row.status == "timeout" and row.handover_seconds > 16.0
     assert "overstayed" in row.flags and row.val_bpb is not None  # measured, for information, not kept
@@ -168,7 +169,7 @@ def consistent(ws, experiments: int) -> list:
     assert sum(r.kind == "experiment" for r in rows) == experiments
     kept = [r for r in rows if r.status == "keep"]
     assert ws.git.short() == kept[-1].commit  # the branch head is the last kept commit
-    assert ws.git.dirty_paths() == [] and not (ws.state_dir / "state.json").exists()
+    assert ws.git.dirty_paths() == [] and json.loads((ws.state_dir / "flights.json").read_text()) == []
     for run_id in ids:  # every logged run has its finished record
         assert RunResult.load(ws.runs_dir / run_id) is not None
     return rows
@@ -179,12 +180,11 @@ def test_loop_killed_during_a_run_resumes_with_nothing_lost(make_workspace):
     first = run_cli(ws, "loop", "--max-experiments", "2", start_new_session=True)
     # wait for the first experiment's run to be training, then kill the loop (not its run)
     def experiment_running():
-        state = ws.state_dir / "state.json"
+        state = ws.state_dir / "flights.json"
         if not state.exists():
             return False
-        s = json.loads(state.read_text())
-        return s["phase"] == "running" and s["kind"] == "experiment" and s["runs"] and \
-            (ws.runs_dir / s["runs"][-1] / "metrics.jsonl").exists()
+        return any(f["phase"] == "running" and f["kind"] == "experiment" and f["runs"] and
+                   (ws.runs_dir / f["runs"][-1] / "metrics.jsonl").exists() for f in json.loads(state.read_text()))
     wait_for(experiment_running, timeout=180)
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
@@ -215,7 +215,7 @@ def test_bad_input_gives_clear_errors(make_workspace, tmp_path, capsys, monkeypa
     ws = make_workspace(budget=3)
     (ws.root / "scratch.txt").write_text("mine")
     with pytest.raises(WorkspaceError, match="uncommitted changes in scratch.txt"):
-        Researcher.open(ws.root)
+        Loop.open(ws.root)
     (ws.root / "scratch.txt").unlink()
     monkeypatch.chdir(ws.root)
     assert main(["loop", "--proposer", "oracle"]) == 1
@@ -224,11 +224,11 @@ def test_bad_input_gives_clear_errors(make_workspace, tmp_path, capsys, monkeypa
 
     on_gpu = workspace.init(tmp_path / "gpu", settings.from_preset("gpu", dataset="pystdlib"))
     with pytest.raises(SettingsError, match="needs a cuda device.*--preset cpu"):
-        Researcher.open(on_gpu.root)
+        Loop.open(on_gpu.root)
     unprepared = workspace.init(tmp_path / "raw", settings.from_preset("tiny", vocab_size=777))
     with pytest.raises(Exception, match="not prepared: run `autoresearch prepare`"):
-        Researcher.open(unprepared.root)
+        Loop.open(unprepared.root)
     not_git = make_workspace("nogit", budget=3)
     shutil.rmtree(not_git.root / ".git")
     with pytest.raises(WorkspaceError, match="not a git repository"):
-        Researcher.open(not_git.root)
+        Loop.open(not_git.root)

@@ -1,14 +1,13 @@
 """LLM proposers inside the research loop: accounting, caps, failed proposals, what a run folder
 keeps, and the API key never written anywhere.
 
-The fast tests run `Researcher.loop` with a stand-in runner (the measurement is not under test
+The fast tests run the loop with a scripted executor (tests/scripted.py) (the measurement is not under test
 here); the slow one runs the real command line with real tiny training runs.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import zlib
 from pathlib import Path
 
@@ -17,38 +16,14 @@ import pytest
 from autoresearch import hparams, status
 from autoresearch.cli import main
 from autoresearch.ledger import Ledger
-from autoresearch.loop import Researcher
+from autoresearch.loop import Loop
 from autoresearch.proposers.config import ProposerConfig
 from autoresearch.proposers.llm import LLMProposer
-from autoresearch.rundir import RunResult, now
+from autoresearch.research import Limits
 from tests.fakellm import FakeLLM, reply
+from tests.scripted import ScriptedExecutor
 
 SECRET = "sk-live-7c1d0e9b3a5f4e2d8b6a"
-
-
-class StandInRunner:
-    """Writes a run folder like the real runner would, with scripted val_bpb values."""
-
-    def __init__(self, ws, values: list[float]) -> None:
-        self.ws = ws
-        self.values = list(values)
-
-    def run(self, run_id: str, commit: str) -> RunResult:
-        run_dir = self.ws.runs_dir / run_id
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True)
-        value = self.values.pop(0)
-        (run_dir / "train.log").write_text("".join(f"\rstep {s:05d} | loss: {5 - s / 10:.4f}" for s in range(20))
-                                           + f"\n---\nval_bpb:          {value:.6f}\ntraining_seconds: 2.0\n")
-        (run_dir / "metrics.jsonl").write_text("".join(
-            json.dumps({"step": s, "loss": 5 - s / 10, "tokens_per_s": 9000.0, "training_seconds": s / 10}) + "\n"
-            for s in range(20)))
-        result = RunResult(run_id=run_id, commit=commit, outcome="ok", val_bpb=value, heldout_bpb=value + 0.01,
-                           wall_seconds=3.0, handover_seconds=2.6, eval_seconds=0.4,
-                           summary={"training_seconds": 2.0, "num_steps": 20.0}, started=now(), ended=now())
-        result.save(run_dir)
-        return result
 
 
 def edit(ws_source: str, name: str, value, description: str) -> str:
@@ -92,8 +67,8 @@ def test_loop_with_llm_accounts_records_failures_stops_at_the_cost_cap(make_work
                                 api_key_env="TEST_LLM_KEY", edit_attempts=2, retry_delay=0.01,
                                 prices={"gpt-4o-mini": (1.0, 2.0)})
         proposer = LLMProposer(config, log=logs.append)
-        researcher = Researcher(ws, ws.settings(), prepared, StandInRunner(ws, [2.0, 2.0, 1.9, 1.95]), logs.append)
-        done = researcher.loop(proposer, max_experiments=10, max_cost=0.005)
+        with Loop.open(ws.root, log=logs.append, executor=ScriptedExecutor(ws, values=[2.0, 2.0, 1.9, 1.95])) as loop:
+            done = loop.run(proposer, Limits(max_experiments=10, max_cost=0.005))
         assert len(server.requests) == 4  # the cap stopped it before a fifth request
     assert done == 2
     assert any("stopping: cost cap reached (0.0056 USD spent, --max-cost 0.005)" in m for m in logs)
@@ -135,13 +110,13 @@ def test_token_cap_and_five_failures_in_a_row(make_workspace, prepared, monkeypa
         config = ProposerConfig(name="llm", provider="anthropic", model="claude-3-5-haiku", base_url=server.url,
                                 api_key_env="TEST_LLM_KEY", edit_attempts=1, retry_delay=0.01)
         logs: list[str] = []
-        researcher = Researcher(ws, ws.settings(), prepared, StandInRunner(ws, [2.0]), logs.append)
-        assert researcher.loop(LLMProposer(config, log=logs.append), max_experiments=3, max_tokens=300) == 0
+        loop = Loop.open(ws.root, log=logs.append, executor=ScriptedExecutor(ws, values=[2.0]))
+        assert loop.run(LLMProposer(config, log=logs.append), Limits(max_experiments=3, max_tokens=300)) == 0
         assert any("stopping: token cap reached (330 tokens spent, --max-tokens 300)" in m for m in logs)
         rows = Ledger.open(ws.ledger_path).rows
         assert [r.status for r in rows] == ["keep", "invalid", "invalid", "invalid"]
         with pytest.raises(Exception, match="no applicable edit"):
-            researcher.loop(LLMProposer(config, log=logs.append), max_experiments=3)  # 5 failures in a row
+            loop.run(LLMProposer(config, log=logs.append), Limits(max_experiments=3))  # 5 failures in a row
         assert [r.status for r in Ledger.open(ws.ledger_path).rows].count("invalid") == 8
     assert ws.git.dirty_paths() == []
 

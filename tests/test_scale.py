@@ -15,10 +15,11 @@ import pytest
 from autoresearch import hparams
 from autoresearch.errors import SettingsError, WorkspaceError
 from autoresearch.ledger import Ledger
-from autoresearch.loop import Researcher
+from autoresearch.data.prepare import open_prepared
+from autoresearch.loop import CANDIDATES, Loop
+from autoresearch.research import Limits
 from autoresearch.rundir import RunResult
 from autoresearch.scale import frontier
-from autoresearch.scale.coordinator import CANDIDATES, Coordinator
 from autoresearch.scale.executors import LocalExecutor, make_executor, plan_slots
 from autoresearch.scale.job import REFUSED, Job
 from autoresearch.scale.node import execute
@@ -50,15 +51,11 @@ def consistent(ws, experiments: int) -> list:
     return rows
 
 
-def run_coordinator(ws, proposer, workers: int, max_experiments: int) -> list[str]:
-    """The parallel loop in this process with the local executor; returns what it logged."""
+def run_loop(ws, proposer, workers: int, max_experiments: int) -> list[str]:
+    """The loop in this process on the local executor (one worker: in this process); what it logged."""
     logged: list[str] = []
-    researcher = Researcher.open(ws.root, log=logged.append)
-    executor = LocalExecutor(ws, workers)
-    try:
-        Coordinator(researcher, executor, log=logged.append).loop(proposer, max_experiments=max_experiments)
-    finally:
-        executor.close()
+    with Loop.open(ws.root, log=logged.append, workers=workers) as loop:
+        loop.run(proposer, Limits(max_experiments=max_experiments))
     return logged
 
 
@@ -123,7 +120,7 @@ def test_a_stale_win_is_combined_onto_the_new_best(make_workspace):
     proposer = Scripted([("restore MATRIX_LR", seeing(set_values(matrix))),
                          ("restore the embedding learning rates", seeing(set_values(embeddings)))])
     # both proposals start from the same best, run side by side; the first to win moves the best
-    logged = run_coordinator(ws, proposer, workers=2, max_experiments=2)
+    logged = run_loop(ws, proposer, workers=2, max_experiments=2)
     rows = Ledger.open(ws.ledger_path).rows
     first, second = [r for r in rows if r.kind == "experiment"][:2]
     assert first.status == "keep", "\n".join(logged)
@@ -181,18 +178,19 @@ def test_executor_options_that_do_not_go_together_are_refused(make_workspace):
 
 def test_a_node_refuses_a_job_whose_data_fingerprint_differs(make_workspace, tmp_path):
     ws = make_workspace()
-    researcher = Researcher.open(ws.root, log=lambda _: None)
+    settings = ws.settings()
+    data_sha256 = open_prepared(settings).data_sha256
     commit = ws.git.head()
     files = {p: b.decode() for p, b in ws.git.tracked_files(commit).items()}
-    job = Job(run_id="0001", commit=commit, files=files, settings_sha256=researcher.settings.sha256(),
+    job = Job(run_id="0001", commit=commit, files=files, settings_sha256=settings.sha256(),
               data_sha256="0" * 64, version="0.1.0", node_root=str(tmp_path / "nodes"))
     answer = execute(job)
     assert answer.status == REFUSED
     assert "data fingerprint" in answer.error and "000000000000" in answer.error and "leave this node out" in answer.error
-    answer = execute(Job(**{**job.__dict__, "data_sha256": researcher.prepared.data_sha256, "version": "9.9"}))
+    answer = execute(Job(**{**job.__dict__, "data_sha256": data_sha256, "version": "9.9"}))
     assert answer.status == REFUSED and "install the same version" in answer.error
     tampered = {**files, "prepare.py": files["prepare.py"] + "\n# edited\n"}
-    answer = execute(Job(**{**job.__dict__, "data_sha256": researcher.prepared.data_sha256, "files": tampered}))
+    answer = execute(Job(**{**job.__dict__, "data_sha256": data_sha256, "files": tampered}))
     assert answer.status == REFUSED and "prepare.py" in answer.error
 
 
@@ -241,16 +239,12 @@ def test_a_killed_worker_is_retried_and_a_killed_coordinator_resumes(make_worksp
 
 def test_a_refusing_node_stops_the_loop_with_its_reason_and_loses_nothing(make_workspace):
     ws = make_workspace(budget=3, baseline_runs=1)
-    researcher = Researcher.open(ws.root, log=lambda _: None)
-    real = researcher.prepared
-    # the coordinator's data differ from what the nodes prepare (as on a machine with other data)
-    researcher.prepared = type(real)(real.directory, {**real.manifest, "data_sha256": "f" * 64})
-    executor = LocalExecutor(ws, 1)
-    try:
+    with Loop.open(ws.root, log=lambda _: None, executor=LocalExecutor(ws, 1)) as loop:
+        real = loop.prepared
+        # the loop's data differ from what the nodes prepare (as on a machine with other data)
+        loop.prepared = type(real)(real.directory, {**real.manifest, "data_sha256": "f" * 64})
         with pytest.raises(WorkspaceError, match="data fingerprint .* but the coordinator's is ffffffffffff"):
-            Coordinator(researcher, executor, log=lambda _: None).loop(Scripted([]), max_experiments=1)
-    finally:
-        executor.close()
+            loop.run(Scripted([]), Limits(max_experiments=1))
     assert not ws.ledger_path.exists()  # nothing was recorded as a result...
     flights = json.loads((ws.state_dir / "flights.json").read_text())
     assert [p["kind"] for p in flights] == ["baseline"]  # ...and the baseline is still to be run on resume
@@ -264,11 +258,11 @@ def test_a_run_that_reaches_into_the_coordinators_workspace_is_flagged_and_undon
     reach = ("import pathlib; _root = pathlib.Path.cwd().parents[2]; "
              "(_root / 'prepare.py').write_text('EVIL = 1\\n'); (_root / 'results.tsv').write_text('forged\\n')")
     proposer = Scripted([("reach out", insert_before_setup(reach))])
-    logged = run_coordinator(ws, proposer, workers=1, max_experiments=1)
+    logged = run_loop(ws, proposer, workers=1, max_experiments=1)
     assert (ws.root / "prepare.py").read_text() == fixed
     rows = Ledger.open(ws.ledger_path).rows  # the forged ledger was rewritten from the coordinator's rows
     assert [r.kind for r in rows] == ["baseline", "experiment"]
-    assert "coordinator's workspace changed while this run was under way: prepare.py" in rows[1].flags
+    assert "loop's workspace changed while this run was under way: prepare.py" in rows[1].flags
     assert "results.tsv" in rows[1].flags and any("warning: prepare.py" in line for line in logged)
 
 
@@ -278,8 +272,9 @@ def test_an_interrupted_parallel_loop_is_not_resumed_as_a_single_one(make_worksp
     ws = make_workspace()
     ws.state_dir.mkdir(parents=True, exist_ok=True)
     (ws.state_dir / "flights.json").write_text(json.dumps([{"phase": "queued", "parent": ws.git.head(),
-                                                              "kind": "baseline", "proposer": "baseline"}]))
+                                                              "kind": "baseline", "proposer": "baseline",
+                                                              "workers": 2}]))
     monkeypatch.chdir(ws.root)
     assert main(["loop", "--max-experiments", "1"]) == 1
-    assert "resume it with the same --workers and --executor" in capsys.readouterr().err
+    assert "resume it with `autoresearch loop --workers 2`" in capsys.readouterr().err
     assert not ws.ledger_path.exists()

@@ -7,10 +7,10 @@ import threading
 import psutil
 import pytest
 
-from autoresearch.loop import Researcher
+from autoresearch.loop import Loop
+from autoresearch.research import Limits
 from autoresearch.proposers.search import SearchProposer
 from autoresearch.rundir import RunResult
-from autoresearch.scale.coordinator import Coordinator
 from autoresearch.scale.executors import RayExecutor
 from tests.raycluster import LoopbackRayCluster, keep_loopback
 from tests.test_loop import wait_for
@@ -47,14 +47,13 @@ def training_worker(cluster: LoopbackRayCluster, ws) -> psutil.Process | None:
 def test_ray_executor_runs_on_two_nodes_and_survives_a_killed_worker(make_workspace, ray_cluster, tmp_path):
     ws = make_workspace(budget=4, baseline_runs=1)
     logged: list[str] = []
-    researcher = Researcher.open(ws.root, log=logged.append)
-    executor = RayExecutor(2, researcher.settings, address=ray_cluster.address)
-    coordinator = Coordinator(researcher, executor, log=logged.append)
+    executor = RayExecutor(2, ws.settings(), address=ray_cluster.address)
+    research = Loop.open(ws.root, log=logged.append, executor=executor)
     failure: list[BaseException] = []
 
     def loop():
         try:
-            coordinator.loop(SearchProposer(seed=0), max_experiments=3)
+            research.run(SearchProposer(seed=0), Limits(max_experiments=3))
         except BaseException as e:  # reported by the test thread
             import traceback
             failure.append("".join(traceback.format_exception(e)))
@@ -90,14 +89,11 @@ def test_ray_executor_without_an_address_starts_a_local_cluster_and_stops_it(mak
     monkeypatch.setenv("AUTORESEARCH_TEST_RAY_LOCAL", marker)  # inherited by the processes Ray starts
     monkeypatch.setenv("AUTORESEARCH_NODE_DIR", str(tmp_path / "nodes"))
     ws = make_workspace(budget=3, baseline_runs=1)
-    researcher = Researcher.open(ws.root, log=lambda _: None)
-    executor = RayExecutor(1, researcher.settings)
-    try:
+    executor = RayExecutor(1, ws.settings())
+    with Loop.open(ws.root, log=lambda _: None, executor=executor) as loop:
         cpus = int(executor.ray.cluster_resources()["CPU"])
         assert executor.request == {"num_cpus": cpus} and executor.threads == cpus  # 1 worker: all the CPUs
-        Coordinator(researcher, executor, log=lambda _: None).loop(SearchProposer(seed=0), max_experiments=1)
-    finally:
-        executor.close()
+        loop.run(SearchProposer(seed=0), Limits(max_experiments=1))
     rows = consistent(ws, experiments=1)
     assert all("ray-node-" in RunResult.load(ws.runs_dir / r.run_id).node for r in rows)
 

@@ -193,15 +193,13 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from autoresearch.loop import Researcher
-    from autoresearch.proposers.base import Proposal
+    from autoresearch.loop import Loop
 
-    researcher = Researcher.open(tag=args.tag, allow_dirty_train=True)
-    researcher.ensure_baseline()
-    if not researcher.ws.git.dirty_paths():
+    with Loop.open(tag=args.tag, edited_train=True) as loop:
+        rows = loop.run_edit(args.message)
+    if rows is None:
         print("train.py is unchanged: edit it, then `autoresearch run -m \"what changed\"`")
         return 0
-    rows = researcher.experiment(Proposal(args.message or "(no description)"), "manual")
     return 0 if rows[0].status in ("keep", "discard") else 3
 
 
@@ -224,41 +222,20 @@ def proposer_settings(name: str | None, args: argparse.Namespace):
     return base.replace(**flags)
 
 
-def make_proposer(name: str | None, args: argparse.Namespace):
-    from autoresearch import proposers
-
-    return proposers.create(proposer_settings(name, args))
-
-
 def cmd_loop(args: argparse.Namespace) -> int:
     from autoresearch import proposers
-    from autoresearch.errors import SettingsError
-    from autoresearch.loop import Researcher
+    from autoresearch.loop import Loop
+    from autoresearch.research import Limits
 
     config = proposer_settings(args.proposer, args)
     proposer = proposers.create(config)
     if config.name == "llm":  # the client holds the key now: training runs and their logs never see it
         os.environ.pop(config.key_env(), None)
-    researcher = Researcher.open(tag=args.tag)
-    from autoresearch.scale import coordinator
-
-    if args.workers is None and args.executor is None:
-        if coordinator.interrupted(researcher.ws):
-            raise SettingsError("a parallel loop was interrupted here: resume it with the same --workers and "
-                                "--executor (what it had under way is in .autoresearch/flights.json)")
-        done = researcher.loop(proposer, max_experiments=args.max_experiments, hours=args.hours,
-                               max_cost=config.max_cost, max_tokens=config.max_tokens)
-    else:
-        from autoresearch.scale.executors import make_executor
-
-        executor = make_executor(args.executor or "local", researcher.ws, researcher.settings, args.workers or 1,
-                                 args.ray_address, args.cpus_per_run)
-        try:
-            done = coordinator.Coordinator(researcher, executor).loop(proposer, max_experiments=args.max_experiments,
-                                                          hours=args.hours, max_cost=config.max_cost,
-                                                          max_tokens=config.max_tokens)
-        finally:
-            executor.close()
+    limits = Limits(max_experiments=args.max_experiments, hours=args.hours, max_cost=config.max_cost,
+                    max_tokens=config.max_tokens)
+    with Loop.open(tag=args.tag, workers=args.workers or 1, executor=args.executor or "local",
+                   ray_address=args.ray_address, cpus_per_run=args.cpus_per_run) as loop:
+        done = loop.run(proposer, limits)
     print(f"{done} experiment(s) done; `autoresearch status` for the summary")
     return 0
 

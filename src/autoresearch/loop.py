@@ -1,71 +1,68 @@
-"""The coordinator: propose -> guard -> commit -> run -> decide -> record, until stopped.
+"""The research loop: propose -> guard -> commit -> run -> decide -> record, until a limit.
 
-It is the single writer of the ledger and the git branch. Everything it does can be cut short
-by a kill at any point and resumed: the step under way is written to `.autoresearch/state.json`
-before it starts, ledger rows are appended atomically once a candidate is decided, and on start
-`Researcher.open` reconciles the three (state, ledger, git) so that nothing is lost and nothing
-is logged twice:
-- a proposal that was never committed is dropped (the working tree is reset);
-- a candidate that was committed but not decided is run (again) and decided;
-- a candidate that was decided but whose git reset did not happen is reset.
+One driver for any number of workers. The loop is the only writer of the ledger and the branch;
+an executor (scale/executors.py) only runs jobs: in this process for one worker, N processes of
+this machine, or Ray tasks. Proposals are made one at a time in the workspace's working tree,
+each on the current best; each becomes a candidate commit made beside the branch (refs under
+`refs/autoresearch/candidates/`), so HEAD moves only when a change is kept. When a candidate is
+decided:
+- kept, on the current best: the branch moves to it;
+- kept, but the best moved while it ran (a stale win, parallel workers only): it is recorded as
+  `discard` with rule `stale`, and its change applied onto the new best (frontier.py) is the next
+  experiment; a conflict goes back to the proposer (the context's `returned`).
+
+`autoresearch run` goes through the same driver: the change an outside proposer (a coding agent)
+left in the working tree is committed beside the branch as a candidate, the tree goes back to
+the best, and the candidate is run and decided like any other.
+
+What is under way is written to `.autoresearch/flights.json` before each step, so a kill at any
+point is resumed by `Loop.open`, one recovery path for every phase: a proposal that was never
+committed is dropped; a recorded candidate finishes its git step; a finished run is decided; an
+interrupted run (its processes ended) runs again. A worker that dies mid-run is retried once,
+then recorded as a crash: never lost, never logged twice. A workspace left by an older version
+with `.autoresearch/state.json` is migrated once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from datetime import date
-from functools import cached_property
 from pathlib import Path
 
-from autoresearch import atomic, complexity, devices, guard, processes
+import autoresearch
+from autoresearch import atomic, devices, processes
 from autoresearch.data.prepare import PreparedData, open_prepared
-from autoresearch.decide import Decision, Runs, decide, pooled_sigma
 from autoresearch.errors import ProposerError, SettingsError, WorkspaceError
-from autoresearch.ledger import Ledger, Row
+from autoresearch.ledger import Row, render
 from autoresearch.proposers.base import (
-    Context,
     Proposal,
     Proposer,
     clear_proposal_files,
     copy_proposal_files,
     keep_failed_proposal,
+    proposal_dir,
     save_proposal,
 )
-from autoresearch.rundir import HANDED_OVER, RunResult, now
-from autoresearch.runner import Runner
+from autoresearch.research import MAX_PROPOSER_FAILURES, Limits, Pending, Research, Spent, commit_message
+from autoresearch.rundir import DIFF_FILE, HANDED_OVER, RunResult, now
+from autoresearch.scale import frontier
+from autoresearch.scale.executors import Executor, Finished, make_executor
+from autoresearch.scale.job import REFUSED, Job
 from autoresearch.settings import Settings
-from autoresearch.workspace import TRAIN_FILE, Workspace, find
+from autoresearch.workspace import FLIGHTS_FILE, TRAIN_FILE, Workspace, find
 
-STATE_FILE = "state.json"
 BRANCH_PREFIX = "autoresearch/"
-MAX_PROPOSER_FAILURES = 5  # in a row, before the loop gives up
-
-
-@dataclass
-class Pending:
-    """The step under way, persisted before it starts."""
-
-    phase: str  # proposing | committing | running
-    parent: str
-    proposer: str = ""
-    kind: str = "experiment"  # experiment | baseline
-    description: str = ""
-    hypothesis: str = ""
-    params: dict = field(default_factory=dict)
-    candidate: str = ""
-    runs: list[str] = field(default_factory=list)
-
-    tokens: int = 0
-    cost_usd: float = 0.0
-
-    @property
-    def proposal(self) -> Proposal:
-        return Proposal(self.description, self.hypothesis, self.params, self.tokens, self.cost_usd)
+CANDIDATES = "refs/autoresearch/candidates/"
+FLIGHT_FILES = "flights"  # under .autoresearch/: each candidate's proposal files until its runs are done
+OLD_STATE_FILE = "state.json"  # under .autoresearch/: the single loop of versions before the one driver
+OLD_WAITING_EDIT = "waiting-train.py"  # under .autoresearch/: an older `run`'s edit, set aside during a baseline
+MAX_ATTEMPTS = 2  # tries of one run when its worker dies
+MANUAL = "manual"  # the proposer name of a change made outside the harness (`autoresearch run`)
 
 
 def check_machine(settings: Settings) -> None:
@@ -79,151 +76,199 @@ def check_machine(settings: Settings) -> None:
         )
 
 
-class Researcher:
-    def __init__(self, ws: Workspace, settings: Settings, prepared: PreparedData, runner: Runner,
+def open_workspace(root: Path | None = None) -> tuple[Workspace, Settings, PreparedData]:
+    """The workspace around `root` (default: the current folder), checked to be runnable here."""
+    ws = find(root)
+    if not ws.git.is_repo():
+        raise WorkspaceError(f"{ws.root} is not a git repository: create workspaces with `autoresearch init DIR`")
+    settings = ws.settings()
+    check_machine(settings)
+    problems = ws.check_fixed_files()
+    if problems:
+        raise WorkspaceError(
+            f"fixed file(s) {', '.join(problems)} differ from what the harness wrote: restore them with "
+            f"`git checkout -- {' '.join(problems)}`")
+    return ws, settings, open_prepared(settings)
+
+
+class Loop:
+    """The research loop of one workspace over one executor."""
+
+    def __init__(self, ws: Workspace, settings: Settings, prepared: PreparedData, executor: Executor,
                  log: Callable[[str], None] = print) -> None:
         self.ws = ws
         self.settings = settings
         self.prepared = prepared
-        self.runner = runner
+        self.ex = executor
         self.log = log
-        self.ledger = Ledger.open(ws.ledger_path)
-        self.fingerprint = guard.fingerprint(settings.sha256(), prepared.data_sha256)
-        # Runs at once (scale/): parallel runs slow each other, so results are compared, and the
-        # noise measured, only among runs made under the same parallelism.
-        self.workers = 1
-
-    # --- opening a workspace --------------------------------------------------------------------
+        self.research = Research(ws, settings, prepared.data_sha256, executor.workers, log)
+        self.flights: list[Pending] = []  # what is under way or queued, in order (persisted)
+        self.by_run: dict[str, Pending] = {}  # run id under way -> its candidate
+        self.returned: list[str] = []  # stale wins that conflicted with the new best
+        self.proposer: Proposer | None = None
+        self.failures = 0  # proposals that failed in a row
+        self.decided: dict[str, list[Row]] = {}  # candidate commit -> its rows, for `run`
+        self.best = ""  # where the loop left the branch: the best commit
+        self._files: dict[str, dict[str, str]] = {}  # commit -> its files, for jobs
 
     @classmethod
-    def open(cls, root: Path | None = None, tag: str | None = None, allow_dirty_train: bool = False,
-             log: Callable[[str], None] = print, extra_env: dict[str, str] | None = None) -> Researcher:
-        ws = find(root)
-        git = ws.git
-        if not git.is_repo():
-            raise WorkspaceError(f"{ws.root} is not a git repository: create workspaces with `autoresearch init DIR`")
-        settings = ws.settings()
-        check_machine(settings)
-        problems = ws.check_fixed_files()
-        if problems:
-            raise WorkspaceError(
-                f"fixed file(s) {', '.join(problems)} differ from what the harness wrote: restore them with "
-                f"`git checkout -- {' '.join(problems)}`")
-        prepared = open_prepared(settings)
-        state = _read_state(ws)
-        dirty = git.dirty_paths()
-        if dirty and state is None and not (allow_dirty_train and set(dirty) <= {TRAIN_FILE}):
+    def open(cls, root: Path | None = None, tag: str | None = None, log: Callable[[str], None] = print,
+             workers: int = 1, executor: str | Executor = "local", ray_address: str | None = None,
+             cpus_per_run: int | None = None, edited_train: bool = False) -> Loop:
+        """Open the workspace, resume what a killed loop left, and enter the research branch.
+
+        `executor`: local or ray (make_executor), or an executor to use as it is.
+        `edited_train`: a change to train.py in the working tree is expected (`autoresearch run`);
+        any other uncommitted change is refused."""
+        ws, settings, prepared = open_workspace(root)
+        ex = make_executor(executor, ws, settings, workers, ray_address, cpus_per_run) \
+            if isinstance(executor, str) else executor
+        try:
+            loop = cls(ws, settings, prepared, ex, log)
+            if not loop._left_work():  # else recovery decides what the tree's changes are
+                loop._check_clean(edited_train)
+            _enter_branch(ws, tag, log)
+            loop._recover()
+            loop._check_clean(edited_train)
+            loop.best = ws.git.head()
+        except BaseException:
+            ex.close()
+            raise
+        return loop
+
+    def close(self) -> None:
+        self.ex.close()
+
+    def __enter__(self) -> Loop:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def head(self) -> str:
+        return self.ws.git.head()
+
+    def _check_clean(self, edited_train: bool) -> None:
+        dirty = self.ws.git.dirty_paths()
+        if dirty and not (edited_train and set(dirty) <= {TRAIN_FILE}):
             raise WorkspaceError(
                 f"uncommitted changes in {', '.join(dirty[:5])}: commit or stash them first "
                 "(the loop resets the working tree between experiments)")
-        _enter_branch(ws, tag, log)
-        runner = Runner(ws, settings, prepared.data_sha256, extra_env=extra_env or {})
-        researcher = cls(ws, settings, prepared, runner, log)
-        researcher._recover()
-        return researcher
 
-    # --- what the ledger says -------------------------------------------------------------------
+    def _left_work(self) -> bool:
+        """Whether a killed loop left something under way here."""
+        path = self.ws.state_dir / FLIGHTS_FILE
+        return (self.ws.state_dir / OLD_STATE_FILE).exists() or (
+            path.exists() and path.read_text().strip() not in ("", "[]"))
 
-    def _measured(self) -> list[Row]:
-        """Rows with a harness-measured val_bpb under the current fingerprint and parallelism, that ran fine."""
-        return [r for r in self.ledger.rows
-                if r.fingerprint == self.fingerprint and r.val_bpb is not None and r.status in ("keep", "discard")
-                and (r.workers or 1) == self.workers]
+    # --- persistence and recovery ---------------------------------------------------------------
 
-    def _kept_rows(self, commit: str | None = None) -> list[Row]:
-        short = (commit or self.ws.git.head())[:7]
-        return [r for r in self._measured() if r.short == short and r.status == "keep"]
-
-    def best_runs(self, commit: str | None = None) -> list[float]:
-        """val_bpb of the runs of `commit` (default HEAD, the best) under the current fingerprint."""
-        return [r.val_bpb for r in self._kept_rows(commit)]
-
-    def complexity_of(self, commit: str) -> int | None:
-        """Syntax-tree nodes of train.py at `commit` (complexity.py)."""
-        return complexity.measure(self.ws.git.show(commit, TRAIN_FILE).decode("utf-8", errors="replace"))
-
-    def commit_runs(self, commit: str | None = None) -> Runs:
-        """What the keep rule knows of a measured commit (default HEAD): its runs, complexity, peak memory."""
-        commit = commit or self.ws.git.head()
-        rows = self._kept_rows(commit)
-        memory = [m for m in (self._memory_gb(r) for r in rows) if m]
-        return Runs([r.val_bpb for r in rows], self.complexity_of(commit), memory)
-
-    def _memory_gb(self, row: Row) -> float | None:
-        """A run's peak memory at full precision (its run record), else the ledger's 0.1 GB."""
-        result = RunResult.load(self.ws.runs_dir / row.run_id) if row.run_id else None
-        return result.memory_gb if result is not None and result.memory_gb is not None else row.memory_gb
-
-    @cached_property
-    def memory_limit_gb(self) -> float | None:
-        """The hard limit on a run's peak memory: the settings', else the device's total."""
-        return self.settings.max_memory_gb or devices.total_memory_gb()
-
-    def sigma(self) -> float:
-        groups: dict[str, list[float]] = {}
-        for r in self._measured():
-            groups.setdefault(r.short, []).append(r.val_bpb)
-        return pooled_sigma(list(groups.values()), self.settings.min_noise)
-
-    def baseline_ratio(self) -> float | None:
-        """Mean held-out/val bpb ratio of the baseline runs: what honest training gives here."""
-        ratios = [r.heldout_bpb / r.val_bpb for r in self._measured() if r.kind == "baseline" and r.heldout_bpb]
-        return statistics.fmean(ratios) if ratios else None
-
-    def context(self, in_flight: tuple[str, ...] = (), returned: tuple[str, ...] = ()) -> Context:
-        best = self.best_runs()
-        return Context(
-            ws=self.ws, settings=self.settings, ledger=self.ledger, best_commit=self.ws.git.head(),
-            best_source=self.ws.git.show("HEAD", TRAIN_FILE).decode(),
-            best_bpb=statistics.fmean(best) if best else None, sigma=self.sigma(), in_flight=in_flight, returned=returned,
-        )
-
-    # --- state ----------------------------------------------------------------------------------
-
-    def _save(self, pending: Pending | None) -> None:
-        path = self.ws.state_dir / STATE_FILE
-        if pending is None:
-            path.unlink(missing_ok=True)
-        else:
-            atomic.write_json(path, asdict(pending))
+    def _save(self) -> None:
+        atomic.write_json(self.ws.state_dir / FLIGHTS_FILE, [dataclasses.asdict(p) for p in self.flights])
 
     def _recover(self) -> None:
-        pending = _read_state(self.ws)
-        if pending is None:
+        """Resume what a killed loop left, whatever step it was at (the one recovery path)."""
+        saved = self._read_flights() + self._migrate_old_state()
+        if not saved:
             return
+        workers = {p.workers for p in saved if p.workers}
+        if workers and workers != {self.ex.workers}:
+            w = workers.pop()
+            raise SettingsError(
+                f"a loop with {w} worker(s) was interrupted here: resume it with `autoresearch loop --workers {w}` "
+                "(and the same --executor); what it had under way is in .autoresearch/flights.json")
         git = self.ws.git
-        recorded = self.ledger.run_ids()
-        if pending.phase in ("proposing", "committing"):
-            if pending.phase == "committing" and git.head() != pending.parent and git.rev("HEAD~1") == pending.parent:
-                pending.phase, pending.candidate = "running", git.head()  # the commit made it
-            else:
+        recorded = self.research.ledger.run_ids()
+        for pending in saved:
+            if pending.phase == "proposing":  # never committed: the proposal is dropped
                 self.log("recovering: dropping an uncommitted proposal")
                 git.reset_clean(pending.parent)
                 clear_proposal_files(self.ws)
-                self._save(None)
-                return
-        if pending.runs and set(pending.runs) <= recorded:  # decided and recorded; finish the git part
-            rows = [r for r in self.ledger.rows if r.run_id in pending.runs]
-            if pending.kind == "experiment" and rows[-1].status != "keep" and git.head() == pending.candidate:
-                git.run("reset", "--quiet", "--hard", pending.parent)
-            self._save(None)
-            return
-        self.log(f"recovering: resuming {pending.kind} {pending.description or pending.candidate[:7]!r}")
-        git.reset_clean(pending.candidate or pending.parent)
-        finished = []
-        for run_id in pending.runs:
-            if run_id not in recorded and RunResult.load(self.ws.runs_dir / run_id) is not None:
-                finished.append(run_id)
                 continue
-            self.drop_interrupted_run(run_id)
-        pending.runs = finished
-        self._save(pending)
-        if pending.kind == "baseline":
-            self._finish_baseline(pending)
-        else:
-            self._finish_candidate(pending)
+            if pending.runs and set(pending.runs) <= recorded:  # decided and recorded: finish the git step
+                rows = [r for r in self.research.ledger.rows if r.run_id in pending.runs]
+                if pending.kind == "experiment":
+                    if rows[0].status == "keep" and git.head() == pending.parent:
+                        git.move_branch(pending.candidate)
+                    if rows[0].rule == "stale" and not any(
+                            p.params.get("combined_from") == pending.candidate for p in saved):
+                        self._combine(pending, queue=True)
+                self._forget(pending)
+                continue
+            finished = []
+            for run_id in pending.runs:
+                if RunResult.load(self.ws.runs_dir / run_id) is not None:
+                    finished.append(run_id)
+                    continue
+                self._drop_interrupted_run(run_id)
+            pending.runs, pending.phase = finished, "queued"
+            self.log(f"recovering: resuming {pending.kind} {pending.description or pending.parent[:7]!r}")
+            self.flights.append(pending)
+        self._restore_captured_edit()
+        self._save()
+        (self.ws.state_dir / OLD_STATE_FILE).unlink(missing_ok=True)
 
-    def drop_interrupted_run(self, run_id: str) -> None:
+    def _read_flights(self) -> list[Pending]:
+        path = self.ws.state_dir / FLIGHTS_FILE
+        if not path.exists():
+            return []
+        try:
+            return [Pending(**p) for p in json.loads(path.read_text())]
+        except (json.JSONDecodeError, TypeError):
+            self.log(f"warning: unreadable {path}; what was under way is dropped")
+            return []
+
+    def _migrate_old_state(self) -> list[Pending]:
+        """What an older single-worker loop had under way (.autoresearch/state.json), as flights.
+
+        That loop committed a candidate onto the branch before running it; here the branch stays
+        at the best until a keep, so such a commit is moved beside the branch."""
+        git = self.ws.git
+        waiting = self.ws.state_dir / OLD_WAITING_EDIT
+        if waiting.exists():  # an older `run` set the user's edit aside while it measured the baseline
+            if not git.dirty_paths():
+                self.ws.train_py.write_bytes(waiting.read_bytes())
+                self.log("recovering: your uncommitted change to train.py is back in the working tree")
+            waiting.unlink()
+        path = self.ws.state_dir / OLD_STATE_FILE
+        if not path.exists():
+            return []
+        try:
+            old = Pending(**json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError):
+            self.log(f"warning: unreadable {path}; what was under way is dropped")
+            return []
+        self.log(f"migrating {path.name} (from an older version) to {FLIGHTS_FILE}")
+        old.workers = 1
+        if old.phase == "committing" and git.head() != old.parent and git.rev("HEAD~1") == old.parent:
+            old.phase, old.candidate = "running", git.head()  # the commit made it onto the branch
+        if old.phase in ("proposing", "committing"):
+            old.phase = "proposing"
+            return [old]
+        if old.kind == "experiment" and old.candidate and git.head() == old.candidate:
+            rows = [r for r in self.research.ledger.rows if r.run_id in old.runs]
+            decided = bool(old.runs) and len(rows) == len(old.runs)
+            if not decided or rows[0].status != "keep":
+                git.run("update-ref", f"{CANDIDATES}{old.candidate}", old.candidate)
+                git.move_branch(old.parent)
+            if decided:
+                return []
+        if old.kind == "experiment" and proposal_dir(self.ws).is_dir():
+            self._flight_files(old).parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(proposal_dir(self.ws)), str(self._flight_files(old)))
+        return [old]
+
+    def _restore_captured_edit(self) -> None:
+        """A `run` killed after its change was committed but before the tree went back to the best:
+        the tree still holds the change, which is now a queued candidate."""
+        if self.ws.git.dirty_paths() != [TRAIN_FILE]:
+            return
+        content = self.ws.train_py.read_bytes()
+        if any(p.candidate and self.ws.git.show(p.candidate, TRAIN_FILE) == content for p in self.flights):
+            self.ws.git.restore(TRAIN_FILE)
+
+    def _drop_interrupted_run(self, run_id: str) -> None:
         """A run cut short by a kill: end the processes it left (found by its key) and remove its
         folder; it will run again."""
         run_dir = self.ws.runs_dir / run_id
@@ -233,301 +278,349 @@ class Researcher:
             processes.kill_all(orphans)
         shutil.rmtree(run_dir, ignore_errors=True)
 
-    # --- runs -----------------------------------------------------------------------------------
-
-    def _new_run_id(self, reserved: set[str] | frozenset[str] = frozenset()) -> str:
-        self.ws.runs_dir.mkdir(parents=True, exist_ok=True)
-        numbers = [int(p.name) for p in self.ws.runs_dir.iterdir() if p.name.isdigit()]
-        numbers += [int(r) for r in self.ledger.run_ids() | set(reserved) if r.isdigit()]
-        return f"{max(numbers, default=0) + 1:04d}"
-
-    def _run(self, pending: Pending) -> RunResult:
-        run_id = self._new_run_id()
-        pending.runs.append(run_id)
-        self._save(pending)
-        commit = pending.candidate or pending.parent
-        self.log(f"run {run_id}: {pending.description or 'baseline'} (commit {commit[:7]}, budget {self.settings.time_budget:g} s)")
-        result = self.runner.run(run_id, commit)
-        self.attach(pending, self.ws.runs_dir / run_id)
-        return result
-
-    def attach(self, pending: Pending, run_dir: Path, proposal_files: Path | None = None) -> None:
-        """Put what was proposed next to a run's record: proposal.json, the proposer's files, the diff."""
-        save_proposal(run_dir, pending.proposal, pending.proposer)
-        copy_proposal_files(self.ws, run_dir, proposal_files)
+    def _forget(self, pending: Pending) -> None:
+        if pending in self.flights:
+            self.flights.remove(pending)
         if pending.candidate:
-            (run_dir / "diff.patch").write_text(self.ws.git.diff(pending.parent, pending.candidate, TRAIN_FILE))
+            shutil.rmtree(self._flight_files(pending), ignore_errors=True)
 
-    def _row(self, result: RunResult, pending: Pending, status: str, kind: str, rule: str, reason: str = "",
-             decision: Decision | None = None, best: Runs | None = None, nodes: int | None = None) -> Row:
-        desc = pending.description or "baseline"
-        if kind == "confirm":
-            desc = f"{desc} (confirmation run)"
-        s = result.summary
-        gain = delta = memory_delta = None
-        if best is not None and best.val_bpb and result.val_bpb is not None:
-            gain = best.mean - result.val_bpb
-        if best is not None and nodes is not None and best.complexity is not None:
-            delta = nodes - best.complexity
-        if best is not None and best.mean_memory is not None and result.memory_gb is not None:
-            memory_delta = result.memory_gb - best.mean_memory
-        return Row(
-            commit=result.commit, val_bpb=result.val_bpb if status != "invalid" else None,
-            memory_gb=result.memory_gb, status=status, description=desc, run_id=result.run_id, kind=kind,
-            timestamp=result.ended, parent=pending.parent[:7] if pending.candidate else "",
-            proposer=pending.proposer, heldout_bpb=result.heldout_bpb, training_seconds=s.get("training_seconds"),
-            wall_seconds=result.wall_seconds, handover_seconds=result.handover_seconds,
-            num_steps=int(s["num_steps"]) if "num_steps" in s else None, total_tokens_m=s.get("total_tokens_M"),
-            mfu_percent=s.get("mfu_percent"), gain=gain, noise=decision.sigma if decision else None,
-            complexity=nodes, complexity_delta=delta, memory_delta=memory_delta,
-            threshold=decision.threshold if decision else None, rule=rule, reason=reason,
-            flags="; ".join(result.flags), fingerprint=self.fingerprint, workers=self.workers if self.workers > 1 else None,
-            cost_usd=pending.cost_usd if kind == "experiment" and pending.cost_usd else None,
-            tokens=pending.tokens if kind == "experiment" and pending.tokens else None,
-        )
+    def _flight_files(self, pending: Pending) -> Path:
+        return self.ws.state_dir / FLIGHT_FILES / pending.commit
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def run(self, proposer: Proposer | None, limits: Limits = Limits()) -> int:
+        """Measure the baseline, then run experiments `workers` at a time until a limit; returns how
+        many were decided. Limits stop new proposals; what is under way (and combinations it
+        schedules) finishes. Without a proposer, only what is already queued runs."""
+        self.proposer = proposer
+        self.failures = 0
+        try:
+            self.ensure_baseline()
+            return self._loop(proposer, limits)
+        except BaseException:
+            self.ex.cancel_all()  # interrupted runs run again on resume
+            raise
+
+    def _loop(self, proposer: Proposer | None, limits: Limits) -> int:
+        started, done, proposed = time.monotonic(), 0, 0
+        spent, stopping = Spent(), ""
+        while True:
+            while self.ex.free() > 0:
+                queued = next((p for p in self.flights if p.phase == "queued"), None)
+                if queued is not None:
+                    done += self._advance(queued)
+                    continue
+                if any(p.kind == "baseline" for p in self.flights) or proposer is None:
+                    break
+                stopping = stopping or limits.reached(proposed, started, spent)
+                if stopping:
+                    break
+                outcome = self._propose(proposer, spent)
+                if outcome == "invalid":
+                    proposed += 1
+                    done += 1
+                elif outcome == "launched":
+                    proposed += 1
+            if not self.by_run:
+                if any(p.phase == "queued" for p in self.flights):
+                    continue
+                break
+            for finished in self.ex.wait(timeout=1.0):
+                done += self._finished(finished)
+        if stopping:
+            self.log(f"stopping: {stopping}")
+        return done
+
+    def run_edit(self, message: str) -> list[Row] | None:
+        """`autoresearch run`: the change to train.py in the working tree, run and decided (after
+        the baseline, if it is not measured yet). Its rows; None when train.py is unchanged."""
+        pending = None
+        try:
+            if self.ws.git.dirty_paths():
+                pending, rows = self._capture(Proposal(message or "(no description)"), MANUAL)
+                if rows:
+                    return rows
+            self.run(None)
+        except BaseException:
+            self.ex.cancel_all()
+            raise
+        return self.decided.get(pending.candidate) if pending is not None else None
 
     # --- the baseline ---------------------------------------------------------------------------
 
     def ensure_baseline(self) -> None:
-        """Measure the best commit `baseline_runs` times under the current fingerprint."""
-        if len(self.best_runs()) >= self.settings.baseline_runs:
-            return
-        stashed = None
-        if self.ws.git.dirty_paths() == [TRAIN_FILE]:  # `autoresearch run` with a change waiting
-            stashed = self.ws.train_py.read_bytes()
-            atomic.write_bytes(self.ws.state_dir / "waiting-train.py", stashed)
-            self.ws.git.run("checkout", "--", TRAIN_FILE)
-        pending = Pending(phase="running", parent=self.ws.git.head(), kind="baseline", proposer="baseline")
-        self._save(pending)
-        self._finish_baseline(pending)
-        if stashed is not None:
-            self.ws.train_py.write_bytes(stashed)
-            (self.ws.state_dir / "waiting-train.py").unlink(missing_ok=True)
+        """The best commit measured `baseline_target` times, `workers` at once."""
+        r = self.research
+        if not any(p.kind == "baseline" for p in self.flights) and len(r.best_runs()) < r.baseline_target():
+            self.flights.insert(0, Pending(phase="queued", parent=self.head, kind="baseline", proposer="baseline",
+                                           workers=self.ex.workers))
+            self._save()
+        while any(p.kind == "baseline" for p in self.flights):
+            for pending in [p for p in self.flights if p.phase == "queued" and p.kind == "baseline"]:
+                self._advance(pending)
+            for finished in self.ex.wait(timeout=1.0):
+                self._finished(finished)
 
-    def _finish_baseline(self, pending: Pending) -> None:
-        results = [RunResult.load(self.ws.runs_dir / r) for r in pending.runs]
+    def _advance_baseline(self, pending: Pending) -> None:
+        results = [RunResult.load(self.ws.runs_dir / r) for r in pending.runs if r not in self.by_run]
         results = [r for r in results if r is not None]
-        have = len(self.best_runs())
-        while have + sum(r.outcome == "ok" for r in results) < self.settings.baseline_runs:
-            result = self._run(pending)
-            results.append(result)
-            if result.outcome != "ok":
-                self.fail_baseline(pending, result)
-        self.record_baseline(pending, results)
-        self._save(None)
-
-    def fail_baseline(self, pending: Pending, result: RunResult) -> None:
-        """Record a baseline run that did not finish well, and stop: nothing can be compared with it."""
-        self.record([self._row(result, pending, result.outcome, "baseline", result.outcome, result.error,
-                               nodes=self.complexity_of(pending.parent))])
-        raise WorkspaceError(f"the baseline run failed ({result.outcome}: {result.error}); see "
-                             f"{self.ws.runs_dir / result.run_id / 'train.log'}")
-
-    def record_baseline(self, pending: Pending, results: list[RunResult]) -> None:
-        nodes = self.complexity_of(pending.parent)
-        rows = [self._row(r, pending, "keep", "baseline", "baseline", "measures the best commit and the noise",
-                          nodes=nodes) for r in results]
-        self.record(rows)
-        sigma = self.sigma()
-        best = self.commit_runs(pending.parent)
-        together = f" ({self.workers} at a time)" if self.workers > 1 else ""
-        self.log(f"baseline: val_bpb {best.mean:.6f} over {len(best.val_bpb)} runs{together}, noise sigma {sigma:.6f}, "
-                 f"train.py {best.complexity} {complexity.UNIT}")
-        limit = self.memory_limit_gb
-        if limit and best.memory_gb and max(best.memory_gb) > limit:
-            self.log(f"warning: the baseline's peak memory {max(best.memory_gb):.2f} GB is above the hard limit "
-                     f"{limit:.2f} GB: every change that does not reduce it will be discarded")
-
-    # --- experiments ----------------------------------------------------------------------------
-
-    def experiment(self, proposal: Proposal, proposer: str) -> list[Row]:
-        """Guard, commit, run and decide the change in the working tree; returns its ledger rows."""
-        git = self.ws.git
-        parent = git.head()
-        pending = Pending(phase="committing", parent=parent, proposer=proposer, description=proposal.description,
-                          hypothesis=proposal.hypothesis, params=proposal.params, tokens=proposal.tokens,
-                          cost_usd=proposal.cost_usd)
-        refused = self.refuse_other_files(proposal, proposer, parent)
-        if refused:
-            return refused
-        self._save(pending)
-        pending.candidate = git.commit_all(_commit_message(proposal, proposer), paths=[TRAIN_FILE])
+        failed = next((r for r in results if r.outcome != "ok"), None)
+        if failed is not None:
+            self.ex.cancel_all()
+            self.by_run.clear()
+            self.research.record_failed_baseline(pending, failed)
+            self._forget(pending)
+            self._save()
+            raise WorkspaceError(f"the baseline run failed ({failed.outcome}: {failed.error}); see "
+                                 f"{self.ws.runs_dir / failed.run_id / 'train.log'}")
+        under_way = [r for r in pending.runs if r in self.by_run]
+        missing = self.research.baseline_target() - len(self.research.best_runs(pending.parent)) - len(results) \
+            - len(under_way)
         pending.phase = "running"
-        self._save(pending)
-        return self._finish_candidate(pending)
+        for _ in range(min(missing, self.ex.free())):
+            self._launch(pending)
+        if missing <= 0 and not under_way:
+            self.research.record_baseline(pending, results)
+            self._forget(pending)
+            self._save()
 
-    def refuse_other_files(self, proposal: Proposal, proposer: str, parent: str) -> list[Row]:
-        """The guard on a proposal in the working tree: it must change train.py and nothing else.
-        A change to other files is reverted and recorded as `invalid` (its rows are returned)."""
-        git = self.ws.git
-        changed = git.changed_since(parent)
-        if not changed:
-            raise ProposerError("the proposal left train.py unchanged")
-        if set(changed) == {TRAIN_FILE}:
-            return []
-        others = sorted(set(changed) - {TRAIN_FILE})
-        nodes = complexity.measure(self.ws.train_py.read_text(errors="replace")) if self.ws.train_py.exists() \
-            else None
-        before = self.complexity_of(parent)
-        git.reset_clean(parent)
-        row = Row(commit=parent, val_bpb=None, memory_gb=None, status="invalid", description=proposal.description,
-                  kind="experiment", parent=parent[:7], proposer=proposer, timestamp=now(), complexity=nodes,
-                  complexity_delta=nodes - before if nodes is not None and before is not None else None,
-                  rule="guard", reason=f"changed files other than train.py: {', '.join(others)} (reverted)",
-                  fingerprint=self.fingerprint, cost_usd=proposal.cost_usd or None, tokens=proposal.tokens or None)
-        self.record([row])
-        self.log(f"invalid: {proposal.description!r} changed {', '.join(others)}; reverted")
-        return [row]
+    # --- proposing ------------------------------------------------------------------------------
 
-    def _finish_candidate(self, pending: Pending) -> list[Row]:
-        results = [RunResult.load(self.ws.runs_dir / r) for r in pending.runs]
-        results = [r for r in results if r is not None]
-        while True:
-            rows = self.judge(pending, results) if results else None
-            if rows is not None:
-                return self._conclude(pending, rows, kept=rows[0].status == "keep")
-            results.append(self._run(pending))
+    def _in_flight(self) -> tuple[str, ...]:
+        return tuple(p.description for p in self.flights if p.kind == "experiment" and p.phase != "proposing")
 
-    def judge(self, pending: Pending, results: list[RunResult]) -> list[Row] | None:
-        """The candidate's ledger rows once its runs decide it; None while it needs another run."""
-        best = self.commit_runs(pending.parent)
-        nodes = self.complexity_of(pending.candidate)
-        last = results[-1]
-        if last.outcome != "ok":
-            return [self._row(r, pending, r.outcome if r is last else "discard",
-                              "experiment" if i == 0 else "confirm", last.outcome, last.error, best=best, nodes=nodes)
-                    for i, r in enumerate(results)]
-        candidate = Runs([r.val_bpb for r in results], nodes, [r.memory_gb for r in results if r.memory_gb])
-        decision = decide(candidate, best, self.sigma(), self.settings, self.memory_limit_gb)
-        if decision.verdict == "confirm":
-            self.log(f"  {decision.reason}")
-            return None
-        status, rule, reason = decision.verdict, decision.rule, decision.reason
-        # Val and held-out are disjoint samples of the same kind of text, so honest training moves
-        # both alike and their ratio stays put; training on the val shards lowers val alone.
-        base_ratio = self.baseline_ratio()
-        if base_ratio is not None and status == "keep":
-            ratio = statistics.fmean(r.heldout_bpb / r.val_bpb for r in results)
-            if ratio / base_ratio - 1 > self.settings.heldout_tolerance:
-                status, rule = "invalid", "held-out"
-                reason = (f"suspicious: held-out/val bpb ratio {ratio:.3f} vs the baseline's {base_ratio:.3f} "
-                          f"(tolerance +{self.settings.heldout_tolerance:.0%}); was it trained on validation data?")
-        return [self._row(r, pending, status, "experiment" if i == 0 else "confirm", rule, reason, decision, best,
-                          nodes) for i, r in enumerate(results)]
-
-    def _conclude(self, pending: Pending, rows: list[Row], kept: bool) -> list[Row]:
-        self.record(rows)
+    def _propose(self, proposer: Proposer, spent: Spent) -> str:
+        """Ask for one proposal on the current best; commit it beside the branch and launch it.
+        Returns launched | invalid (refused by the guard, recorded) | failed (recorded)."""
+        parent = self.head
+        proposing = Pending(phase="proposing", parent=parent, proposer=proposer.name, workers=self.ex.workers)
+        self.flights.append(proposing)
+        self._save()
         clear_proposal_files(self.ws)
-        if not kept:
-            self.ws.git.run("reset", "--quiet", "--hard", pending.parent)
-        for row in rows:  # keep the models of kept commits only
-            if not kept:
-                (self.ws.runs_dir / row.run_id / HANDED_OVER).unlink(missing_ok=True)
-        self._save(None)
-        first = rows[0]
-        val = f"{statistics.fmean(r.val_bpb for r in rows if r.val_bpb is not None):.6f}" if any(
-            r.val_bpb is not None for r in rows) else "-"
-        self.log(f"{first.status:8s} val_bpb {val}  {pending.description}  [{first.why}]")
-        return rows
+        proposal = None
+        try:
+            context = self.research.context(in_flight=self._in_flight(), returned=tuple(self.returned[-5:]))
+            proposal = proposer.propose(context)
+            spent.add(proposal.tokens, proposal.cost_usd)
+            self.flights.remove(proposing)
+            pending, refused = self._capture(proposal, proposer.name)
+        except ProposerError as e:
+            if proposing in self.flights:
+                self.flights.remove(proposing)
+            self.failures += 1
+            self._proposal_failed(e, proposal, proposer.name, parent, spent)
+            if self.failures >= MAX_PROPOSER_FAILURES:
+                raise
+            return "failed"
+        self.failures = 0
+        if refused:
+            proposer.observe(proposal, refused)
+            return "invalid"
+        self._advance(pending)
+        return "launched"
 
-    def record(self, rows: list[Row]) -> None:
-        self.ledger.append(*rows)
-
-    # --- the loop -------------------------------------------------------------------------------
-
-    def loop(self, proposer: Proposer, max_experiments: int | None = None, hours: float | None = None,
-             max_cost: float | None = None, max_tokens: int | None = None) -> int:
-        """Run experiments until a limit; returns how many were run.
-
-        `max_cost` (USD) and `max_tokens` cap what the proposer spends in this call, failed
-        proposals included: once reached, no new proposal is started.
-        """
-        self.ensure_baseline()
-        started, done, failures = time.monotonic(), 0, 0
-        spent = Spent()
-        while max_experiments is None or done < max_experiments:
-            if hours is not None and time.monotonic() - started >= hours * 3600:
-                self.log(f"stopping: {hours:g} h reached")
-                break
-            cap = spent.reached(max_cost, max_tokens)
-            if cap:
-                self.log(f"stopping: {cap}")
-                break
-            parent = self.ws.git.head()
-            self._save(Pending(phase="proposing", parent=parent, proposer=proposer.name))
+    def _capture(self, proposal: Proposal, proposer: str) -> tuple[Pending | None, list[Row]]:
+        """The change in the working tree as a queued candidate committed beside the branch, the tree
+        back at the best. A change to other files than train.py is reverted and recorded as
+        `invalid` (its rows are returned, and no candidate)."""
+        git = self.ws.git
+        parent = self.head
+        refusal = self.research.guard_refusal(proposal, proposer, parent)
+        if refusal is not None:
+            git.reset_clean(parent)
             clear_proposal_files(self.ws)
-            proposal: Proposal | None = None
-            try:
-                proposal = proposer.propose(self.context())
-                spent.add(proposal.tokens, proposal.cost_usd)
-                rows = self.experiment(proposal, proposer.name)
-            except ProposerError as e:
-                failures += 1
-                self.proposal_failed(e, proposal, proposer.name, parent, spent, failures)
-                if failures >= MAX_PROPOSER_FAILURES:
-                    raise
-                continue
-            failures = 0
-            proposer.observe(proposal, rows)
-            done += 1
-        return done
+            self._save()
+            self.research.record([refusal])
+            self.log(f"invalid: {proposal.description!r} {refusal.reason}")
+            return None, [refusal]
+        candidate = git.commit_file(parent, TRAIN_FILE, self.ws.train_py.read_bytes(),
+                                    commit_message(proposal, proposer), keep_under=CANDIDATES)
+        pending = Pending(phase="queued", parent=parent, proposer=proposer, description=proposal.description,
+                          hypothesis=proposal.hypothesis, params=proposal.params, candidate=candidate,
+                          tokens=proposal.tokens, cost_usd=proposal.cost_usd, workers=self.ex.workers)
+        if proposal_dir(self.ws).is_dir():
+            self._flight_files(pending).parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(proposal_dir(self.ws)), str(self._flight_files(pending)))
+        self.flights.append(pending)
+        self._save()
+        git.reset_clean(parent)  # the change lives in its commit now
+        return pending, []
 
-    def proposal_failed(self, error: ProposerError, proposal: Proposal | None, proposer: str, parent: str,
-                        spent: Spent, failures: int) -> None:
-        """Undo a proposal that failed (`failures` in a row), count what it cost, and record it."""
+    def _proposal_failed(self, error: ProposerError, proposal: Proposal | None, proposer: str, parent: str,
+                         spent: Spent) -> None:
+        """Undo a proposal that failed, count what it cost, and record it with its files kept."""
         if proposal is None:
             spent.add(error.tokens, error.cost_usd)
-        else:  # proposed, then refused by the coordinator: the proposal's cost is the failure's
+        else:  # proposed, then refused by the loop: the proposal's cost is the failure's
             error.tokens, error.cost_usd = proposal.tokens, proposal.cost_usd
             error.description = error.description or proposal.description
         self.ws.git.reset_clean(parent)
-        self._save(None)
-        self.record_failed_proposal(error, proposer, parent)
-        self.log(f"proposer {proposer} failed ({failures}/{MAX_PROPOSER_FAILURES}): {error}")
-
-    def record_failed_proposal(self, error: ProposerError, proposer: str, parent: str) -> None:
-        """A proposal that never became a run: an `invalid` row (with what it cost), its files kept."""
         stamp = now()
         kept = keep_failed_proposal(self.ws, stamp.replace(":", "").replace("-", "").replace("+0000", "Z"))
         flags = f"files in {kept.relative_to(self.ws.root)}" if kept else ""
-        message = " ".join(str(error).split())
-        self.record([Row(
-            commit=parent, val_bpb=None, memory_gb=None, status="invalid",
-            description=error.description or "(no proposal)", kind="experiment", parent=parent[:7], proposer=proposer,
-            timestamp=stamp, rule="proposal-failed", reason=message[:300], flags=flags, fingerprint=self.fingerprint,
-            cost_usd=error.cost_usd or None, tokens=error.tokens or None,
-        )])
+        self._save()
+        self.research.record([self.research.failed_proposal_row(error, proposer, parent, stamp, flags)])
+        self.log(f"proposer {proposer} failed ({self.failures}/{MAX_PROPOSER_FAILURES}): {error}")
 
+    # --- runs -----------------------------------------------------------------------------------
 
-@dataclass
-class Spent:
-    """What the proposer spent in one `loop` call."""
+    def _new_run_id(self) -> str:
+        self.ws.runs_dir.mkdir(parents=True, exist_ok=True)
+        numbers = [int(p.name) for p in self.ws.runs_dir.iterdir() if p.name.isdigit()]
+        numbers += [int(r) for r in self.research.ledger.run_ids() | set(self.by_run) if r.isdigit()]
+        return f"{max(numbers, default=0) + 1:04d}"
 
-    tokens: int = 0
-    cost_usd: float = 0.0
+    def _launch(self, pending: Pending) -> None:
+        run_id = self._new_run_id()
+        pending.runs.append(run_id)
+        pending.phase = "running"
+        self.by_run[run_id] = pending
+        self._save()
+        commit = pending.commit
+        if commit not in self._files:
+            self._files[commit] = {p: b.decode() for p, b in self.ws.git.tracked_files(commit).items()}
+        job = Job(run_id=run_id, commit=commit, files=self._files[commit], settings_sha256=self.settings.sha256(),
+                  data_sha256=self.prepared.data_sha256, version=autoresearch.__version__)
+        where = f", {len(self.by_run)}/{self.ex.workers} running on the {self.ex.name} executor" \
+            if self.ex.workers > 1 else ""
+        self.log(f"run {run_id}: {pending.description or 'baseline'} (commit {commit[:7]}, budget "
+                 f"{self.settings.time_budget:g} s{where})")
+        self.ex.submit(job)
 
-    def add(self, tokens: int, cost_usd: float) -> None:
-        self.tokens += tokens
-        self.cost_usd += cost_usd
+    def _finished(self, finished: Finished) -> int:
+        """Record what a worker returned; returns 1 when it decided an experiment."""
+        job = finished.job
+        pending = self.by_run.pop(job.run_id)
+        run_dir = self.ws.runs_dir / job.run_id
+        if finished.answer is None:
+            if job.attempt < MAX_ATTEMPTS:
+                self.log(f"run {job.run_id}: {finished.error}; retrying (attempt {job.attempt + 1} of {MAX_ATTEMPTS})")
+                job.attempt += 1
+                self.by_run[job.run_id] = pending
+                self.ex.submit(job)
+                return 0
+            run_dir.mkdir(parents=True, exist_ok=True)
+            stamp = now()
+            result = RunResult(run_id=job.run_id, commit=job.commit, outcome="crash", started=stamp, ended=stamp,
+                               error=f"its worker died {job.attempt} times (last: {finished.error})")
+            result.save(run_dir)
+        elif finished.answer.status == REFUSED:
+            self.by_run[job.run_id] = pending  # ended with the others; it runs again on resume
+            raise WorkspaceError(finished.answer.error)
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            for name, data in finished.files.items():
+                atomic.write_bytes(run_dir / Path(name).name, data)
+            result = RunResult(**finished.answer.result)
+            changed = self._check_workspace()
+            if changed:
+                result.flags.append(f"the loop's workspace changed while this run was under way: {changed}")
+            result.save(run_dir)
+        self._attach(pending, run_dir)
+        return self._advance(pending)
 
-    def reached(self, max_cost: float | None, max_tokens: int | None) -> str:
-        """Which cap is reached, in words; empty when none."""
-        if max_cost is not None and self.cost_usd >= max_cost:
-            return f"cost cap reached ({self.cost_usd:.4f} USD spent, --max-cost {max_cost:g})"
-        if max_tokens is not None and self.tokens >= max_tokens:
-            return f"token cap reached ({self.tokens} tokens spent, --max-tokens {max_tokens})"
+    def _attach(self, pending: Pending, run_dir: Path) -> None:
+        """Put what was proposed next to a run's record: proposal.json, the proposer's files, the diff."""
+        save_proposal(run_dir, pending.proposal, pending.proposer)
+        copy_proposal_files(self.ws, run_dir, self._flight_files(pending))
+        if pending.candidate:
+            (run_dir / DIFF_FILE).write_text(self.ws.git.diff(pending.parent, pending.candidate, TRAIN_FILE))
+
+    def _check_workspace(self) -> str:
+        """Runs work in workspaces of their own, but a run could still reach this one: after each
+        run, the fixed files, the branch, the working tree and the ledger must be as the loop left
+        them. What changed is restored and returned, in words (empty when nothing did)."""
+        git = self.ws.git
+        best = self.best
+        changed = self.ws.check_fixed_files() + git.dirty_paths()
+        if git.head() != best:
+            changed.append(f"the branch (moved to {git.head()[:7]})")
+        if changed:
+            git.reset_clean(best)
+        try:
+            ledger = self.ws.ledger_path.read_text(encoding="utf-8")
+        except OSError:
+            ledger = ""
+        if self.research.ledger.rows and ledger != render(self.research.ledger.rows):
+            changed.append(self.ws.ledger_path.name)
+            atomic.write_text(self.ws.ledger_path, render(self.research.ledger.rows))
+        if changed:
+            what = ", ".join(changed) + " (restored)"
+            self.log(f"warning: {what}")
+            return what
         return ""
 
+    # --- deciding -------------------------------------------------------------------------------
 
-def _read_state(ws: Workspace) -> Pending | None:
-    path = ws.state_dir / STATE_FILE
-    if not path.exists():
-        return None
-    try:
-        return Pending(**json.loads(path.read_text()))
-    except (json.JSONDecodeError, TypeError):
-        path.unlink()
-        return None
+    def _advance(self, pending: Pending) -> int:
+        """Take a candidate one step: decide it, or start its next run. 1 when decided."""
+        if pending.kind == "baseline":
+            self._advance_baseline(pending)
+            return 0
+        if any(r in self.by_run for r in pending.runs):
+            return 0
+        results = [RunResult.load(self.ws.runs_dir / r) for r in pending.runs]
+        rows = self.research.judge(pending, [r for r in results if r is not None])
+        if rows is None:
+            self._launch(pending)  # its first run, or a confirmation run
+            return 0
+        self._conclude(pending, rows)
+        return 1
+
+    def _conclude(self, pending: Pending, rows: list[Row]) -> None:
+        head = self.head
+        kept = rows[0].status == "keep"
+        combination = None
+        if kept and pending.parent != head:
+            combination, how = self._combine(pending, queue=False)
+            rows = [dataclasses.replace(
+                row, status="discard", rule="stale",
+                reason=f"beat its parent {pending.parent[:7]} ({row.reason}), but the best moved to {head[:7]} "
+                       f"while it ran: {how}") for row in rows]
+            kept = False
+        self.research.record(rows)
+        if kept:
+            self.ws.git.move_branch(pending.candidate)
+            self.best = pending.candidate
+        else:
+            for row in rows:  # keep the models of kept commits only
+                (self.ws.runs_dir / row.run_id / HANDED_OVER).unlink(missing_ok=True)
+        self._forget(pending)
+        if combination is not None:
+            self.flights.append(combination)
+        self._save()
+        self.decided[pending.candidate] = rows
+        first = rows[0]
+        measured = [r.val_bpb for r in rows if r.val_bpb is not None]
+        val = f"{statistics.fmean(measured):.6f}" if measured else "-"
+        self.log(f"{first.status:8s} val_bpb {val}  {pending.description}  [{first.why}]")
+        if self.proposer is not None:
+            self.proposer.observe(pending.proposal, rows)
+
+    def _combine(self, pending: Pending, queue: bool) -> tuple[Pending | None, str]:
+        """The stale win's change on the current best, as a queued experiment (and what became of it)."""
+        git = self.ws.git
+        head = git.head()
+        base, ours, theirs = (git.show(c, TRAIN_FILE).decode() for c in (pending.parent, head, pending.candidate))
+        merged = frontier.merge(base, ours, theirs)
+        if merged is None:
+            self.returned.append(pending.description)
+            self.log(f"stale win {pending.description!r} conflicts with the new best {head[:7]}: back to the proposer")
+            return None, "its change conflicts with the new best (returned to the proposer)"
+        if merged == ours:
+            return None, "the new best already has its change"
+        description = f"combine: {pending.description}"
+        commit = git.commit_file(head, TRAIN_FILE, merged.encode(),
+                                 f"{description} (onto {head[:7]})\n\nproposer: {pending.proposer}", keep_under=CANDIDATES)
+        combination = Pending(
+            phase="queued", parent=head, proposer=pending.proposer, description=description,
+            hypothesis=f"it beat {pending.parent[:7]}; the same change on the new best {head[:7]}",
+            params={"combined_from": pending.candidate}, candidate=commit, workers=self.ex.workers)
+        self.log(f"stale win {pending.description!r}: its change on the new best {head[:7]} runs next")
+        if queue:
+            self.flights.append(combination)
+        return combination, f"its change on {head[:7]} is the next experiment"
 
 
 def _enter_branch(ws: Workspace, tag: str | None, log: Callable[[str], None]) -> None:
@@ -544,9 +637,3 @@ def _enter_branch(ws: Workspace, tag: str | None, log: Callable[[str], None]) ->
     else:
         git.run("checkout", "--quiet", "-b", name)
         log(f"research branch {name} (from {current})")
-
-
-def _commit_message(proposal: Proposal, proposer: str) -> str:
-    body = f"\n\n{proposal.hypothesis}" if proposal.hypothesis else ""
-    return f"{proposal.description}{body}\n\nproposer: {proposer}"
-

@@ -1,5 +1,7 @@
-"""Executors: where the coordinator's jobs run. Both start the same node (node.py) per job.
+"""Executors: where the loop's jobs run. Each runs the same node code (node.py) per job.
 
+- `in-process`: one worker, the job run by the loop's own process, one at a time: no process to
+  start per run. What `loop` uses with one local worker.
 - `local`: N node processes on this machine at once, each run pinned to its share of the CPU
   cores (threads set to match), or to one GPU each (CUDA_VISIBLE_DEVICES). Run folders are written
   in place, in the workspace's runs/.
@@ -26,11 +28,11 @@ from pathlib import Path
 from typing import Protocol
 
 
-from autoresearch import devices, processes
+from autoresearch import devices, guard, processes
 from autoresearch.errors import SettingsError
 from autoresearch.rundir import HANDED_OVER, MODEL_LEFT, NODE_LOG, tail
 from autoresearch.scale.job import Answer, Job
-from autoresearch.scale.node import ENV_NODE_NAME
+from autoresearch.scale.node import ENV_NODE_NAME, execute
 from autoresearch.settings import Settings
 from autoresearch.workspace import Workspace
 
@@ -75,6 +77,52 @@ def _answer_in(text: str) -> Answer | None:
         except (json.JSONDecodeError, TypeError):
             continue
     return None
+
+
+# --- in-process ---------------------------------------------------------------------------------
+
+
+class InProcessExecutor:
+    """One worker: the loop's own process runs each job when it waits for it (nothing else can
+    happen meanwhile with one worker). Ctrl-C or an error during a run reaches `cancel_all`, which
+    ends the run's processes (train.py and the evaluator run in sessions of their own)."""
+
+    name = "in-process"
+    workers = 1
+
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+        self.folder = ws.state_dir / NODES_DIR
+        self.package = guard.package_files()  # the harness code as it is when the loop starts
+        self.job: Job | None = None
+
+    def free(self) -> int:
+        return 0 if self.job is not None else 1
+
+    def submit(self, job: Job) -> None:
+        if self.job is not None:
+            raise RuntimeError("the in-process executor runs one job at a time")
+        job.runs_dir, job.node_root = str(self.ws.runs_dir), str(self.folder)
+        self.job = job
+
+    def wait(self, timeout: float) -> list[Finished]:
+        job = self.job
+        if job is None:
+            return []
+        answer = execute(job, package=self.package, watch_parent=False)
+        self.job = None
+        if answer.workspace:
+            shutil.rmtree(answer.workspace, ignore_errors=True)
+        return [Finished(job, answer)]
+
+    def cancel_all(self) -> None:
+        if self.job is not None:
+            processes.end_run(self.ws.runs_dir / self.job.run_id)
+            self.job = None
+
+    def close(self) -> None:
+        self.cancel_all()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 # --- local --------------------------------------------------------------------------------------
@@ -307,12 +355,15 @@ class RayExecutor:
         self.ray.shutdown()
 
 
-def make_executor(kind: str, ws: Workspace, settings: Settings, workers: int, address: str | None = None,
+def make_executor(kind: str, ws: Workspace, settings: Settings, workers: int = 1, address: str | None = None,
                   cpus_per_run: int | None = None) -> Executor:
+    """The executor a loop runs its jobs on: one local worker runs in the loop's own process."""
     if kind == "local":
         if address or cpus_per_run:
             raise SettingsError("--ray-address and --cpus-per-run go with --executor ray (the local executor "
                                 "splits this machine's cores itself)")
+        if workers == 1:
+            return InProcessExecutor(ws)
         return LocalExecutor(ws, workers)
     if kind == "ray":
         return RayExecutor(workers, settings, address, cpus_per_run)

@@ -105,8 +105,12 @@ def run_environment(job: Job) -> dict[str, str]:
     return env
 
 
-def execute(job: Job) -> Answer:
-    """Run the job here; the answer says what happened (refusals included)."""
+def execute(job: Job, package: dict[Path, bytes] | None = None, watch_parent: bool = True) -> Answer:
+    """Run the job here; the answer says what happened (refusals included).
+
+    `package`: the harness code as the loop found it when it started (default: as it is now); a run
+    is invalid if it changes. `watch_parent`: end the run and exit if the parent process dies (a
+    node process of its own; not when the loop runs the job in its own process)."""
     started = time.monotonic()
     ws = None
     try:
@@ -117,8 +121,10 @@ def execute(job: Job) -> Answer:
     except Refused as e:
         return Answer(REFUSED, error=str(e), node=node_name(), workspace=str(ws.root) if ws else "")
     runs_dir = Path(job.runs_dir) if job.runs_dir else None
-    runner = Runner(ws, settings, prepared.data_sha256, extra_env=run_environment(job), runs_dir=runs_dir)
-    _end_with_parent((runs_dir or ws.runs_dir) / job.run_id)
+    runner = Runner(ws, settings, prepared.data_sha256, extra_env=run_environment(job), runs_dir=runs_dir,
+                    **({"package": package} if package is not None else {}))
+    if watch_parent:
+        _end_with_parent((runs_dir or ws.runs_dir) / job.run_id)
     result = runner.run(job.run_id, ws.git.head())
     result.commit = job.commit  # the coordinator's name for the commit that ran
     result.node = os.environ.get(ENV_NODE_NAME) or node_name()
