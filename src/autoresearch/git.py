@@ -135,6 +135,44 @@ class Git:
         """A tracked file as HEAD has it (an edit in the working tree undone)."""
         self.run("checkout", "--", path)
 
+    def restore_paths(self, paths: list[str], source: str = "HEAD") -> None:
+        """Tracked paths, in the index and the working tree, as `source` has them: an edit or a deletion
+        undone, a path that `source` lacks (one only added to the index) removed. Names are taken
+        literally, not as patterns."""
+        if paths:
+            self.run("--literal-pathspecs", "restore", f"--source={source}", "--staged", "--worktree", "--", *paths)
+
+    def tracked_changes(self, rev: str = "HEAD") -> list[tuple[str, str]]:
+        """(status, path) for each tracked path that differs between `rev` and the working tree or the
+        index: `M` modified, `D` deleted, `A` added (in the index or a later commit), `T` type changed."""
+        fields = self._nul_separated("diff", "-z", "--name-status", "--no-renames", rev)
+        return list(zip(fields[0::2], fields[1::2]))
+
+    def untracked(self, ignored: bool = False, directories: bool = False) -> list[str]:
+        """Untracked files that are not ignored (with `ignored`: only the ignored ones), as relative
+        paths, names unquoted; a nested repository is one entry `name/`. With `directories`, a folder
+        that holds no tracked file is one entry `name/` (an empty folder too)."""
+        return self._nul_separated("ls-files", "-z", "--others", "--exclude-standard",
+                                   *(["--ignored"] if ignored else []), *(["--directory"] if directories else []))
+
+    def switch(self, branch: str, force: bool = True) -> None:
+        """HEAD on `branch`; with `force`, local changes in the way are thrown away."""
+        self.run("checkout", "--quiet", *(["--force"] if force else []), branch)
+
+    def update_ref(self, ref: str, sha: str) -> None:
+        self.run("update-ref", ref, sha)
+
+    def delete_ref(self, ref: str) -> None:
+        self.run("update-ref", "-d", ref)
+
+    def _nul_separated(self, *args: str) -> list[str]:
+        """The NUL-separated fields a `-z` command prints, as file names (any bytes, nothing stripped)."""
+        proc = subprocess.run(["git", *args], cwd=self.root, capture_output=True,
+                              env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+        if proc.returncode != 0:
+            raise WorkspaceError(f"git {' '.join(args)} failed in {self.root}: {proc.stderr.decode(errors='replace').strip()}")
+        return [os.fsdecode(field) for field in proc.stdout.split(b"\0") if field]
+
     def reset_clean(self, rev: str) -> None:
         """Branch, index and working tree at `rev`, untracked files (not ignored ones) removed."""
         self.move_branch(rev)

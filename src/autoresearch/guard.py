@@ -86,12 +86,12 @@ def restore(before: Snapshot, ws: Workspace) -> None:
     now = git.refs()
     for ref, sha in before.refs.items():
         if now.get(ref) != sha:
-            git.run("update-ref", ref, sha)
+            git.update_ref(ref, sha)
     for ref in set(now) - set(before.refs):
-        git.run("update-ref", "-d", ref)
+        git.delete_ref(ref)
     if git.branch() != before.branch:
-        git.run("checkout", "--quiet", "--force", before.branch)
-    git.run("reset", "--quiet", "--hard", before.head)
+        git.switch(before.branch, force=True)
+    git.move_branch(before.head)
 
 
 def fingerprint(settings_sha256: str, data_sha256: str) -> str:

@@ -6,9 +6,10 @@
    limit the whole process group is killed (`timeout`).
 3. When the hand-over arrives, copy the exported model and hash it at once: whatever train.py
    does afterwards cannot change what is evaluated.
-4. After train.py exits: end every process of the run (the group, and any that left it); check
-   that the fixed files, the ledger, the git state and the harness code are as before (otherwise
-   `invalid`, and they are restored); remove files the run left in the working tree.
+4. After train.py exits: end every process of the run (the group, and any that left it); then
+   containment.py undoes what it changed: the fixed files, the ledger, the git state and the
+   harness code (changed: `invalid`, and restored), train.py and other tracked files (reverted,
+   flagged), files it created outside its run folder (removed, flagged).
 5. Evaluate the handed-over model in a process of the harness's own (evaluator.py), started
    with train.py so that it is ready (torch imported, data verified and in memory) when train.py
    exits; should it have died (train.py may kill it), a fresh one is started. Its val_bpb is the
@@ -28,10 +29,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from autoresearch import atomic, guard, processes
+from autoresearch import atomic, containment, guard, processes
 from autoresearch.data.shards import file_sha256
 from autoresearch.evaluator import EvalSpec
 from autoresearch.handover import ENV_HANDOVER_FD, ENV_RUN_DIR
@@ -102,7 +103,7 @@ class Runner:
         run_dir.mkdir(parents=True)
         result = RunResult(run_id=run_id, commit=commit, outcome="ok", started=now())
         attempt = _Attempt(run_dir, result)
-        before = guard.take(self.ws, package=self.package)
+        before = containment.take(self.ws, package=self.package)
         try:
             self._start_evaluator(attempt)
             self._train(attempt)
@@ -210,7 +211,8 @@ class Runner:
 
     # --- 4: containment and guards ----------------------------------------------------------
 
-    def _contain(self, attempt: _Attempt, before: guard.Snapshot) -> None:
+    def _contain(self, attempt: _Attempt, before: containment.Before) -> None:
+        """End the run's processes, then undo what it changed in the workspace (containment.py)."""
         result = attempt.result
         deadline = time.monotonic() + GROUP_GRACE
         left = processes.run_processes(processes.run_key(attempt.run_dir), attempt.group, attempt.known)
@@ -224,25 +226,10 @@ class Runner:
             if result.outcome == "timeout":  # already not kept; the hang is the story
                 result.flags.append(message)
             else:
-                self._invalid(result, message)
+                mark_invalid(result, message)
         processes.reap_orphans(attempt.known)
-        changed = guard.changes(before, self.ws)
-        if changed:
-            guard.restore(before, self.ws)
-            self._invalid(result, "; ".join(changed) + " (restored)")
-        stray = self.ws.git.run("clean", "-f", "-d", "--dry-run").splitlines()
-        if stray:
-            self.ws.git.run("clean", "-f", "-d")
-            result.flags.append(f"removed {len(stray)} untracked file(s) the run left in the workspace")
-        train_py = self.ws.train_py.read_bytes()
-        if train_py != self.ws.git.show("HEAD", TRAIN_FILE):
-            self.ws.git.run("checkout", "--", TRAIN_FILE)
-            result.flags.append("train.py changed itself during the run (reverted)")
-
-    def _invalid(self, result: RunResult, reason: str) -> None:
-        result.outcome = "invalid"
-        result.error = f"{result.error}; {reason}" if result.error else reason
-        result.val_bpb = None
+        undone = containment.contain(self.ws, before, allow=run_allowance(self.ws, attempt.run_dir))
+        record_undone(result, undone)
 
     # --- 5: the harness's own evaluation ----------------------------------------------------
 
@@ -349,6 +336,34 @@ class Runner:
             return {"error": "the evaluator timed out"}
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def run_allowance(ws: Workspace, run_dir: Path) -> tuple[str, ...]:
+    """What a run may change in the workspace: its own run folder (when it lies there), nothing else;
+    train.py is reverted too."""
+    try:
+        return (run_dir.resolve().relative_to(ws.root.resolve()).as_posix() + "/",)
+    except ValueError:  # the run folder is elsewhere (a node's runs go to the coordinator's)
+        return ()
+
+
+def record_undone(result: RunResult, undone: containment.Undone) -> None:
+    """What containment undid, in the run's record: a change to the guarded state (fixed files, ledger,
+    git state, harness code) makes the run `invalid`; files it left or changed otherwise are flags."""
+    if undone.guarded:
+        mark_invalid(result, "; ".join(undone.guarded) + " (restored)")
+    if undone.created:
+        result.flags.append(f"removed {len(undone.created)} untracked file(s) the run left in the workspace")
+    if TRAIN_FILE in undone.modified:
+        result.flags.append("train.py changed itself during the run (reverted)")
+    others = replace(undone, guarded=(), created=(), modified=tuple(p for p in undone.modified if p != TRAIN_FILE))
+    result.flags.extend(others.phrases())
+
+
+def mark_invalid(result: RunResult, reason: str) -> None:
+    result.outcome = "invalid"
+    result.error = f"{result.error}; {reason}" if result.error else reason
+    result.val_bpb = None
 
 
 def _name(proc) -> str:

@@ -22,11 +22,11 @@ Conventions for the agent (the prompt states them):
 
 Containment: the agent runs in its own process group with the environment marker the harness
 uses for runs; at `agent_timeout` (and after it exits) the whole group, and every process that
-carries the marker, is ended. Whatever it changed beyond train.py is discarded and reported:
-fixed files, the ledger, git refs and HEAD (a commit it made is undone, its train.py kept),
-harness code, other tracked files, new files. A dead agent (non-zero exit, timeout, no change,
-train.py that does not compile) is a `ProposerError`: the loop logs it, records it as `invalid`
-and moves on, with the agent's log kept in `runs/failed/`.
+carries the marker, is ended. Whatever it changed beyond train.py (and its proposal.md) is
+discarded and reported (containment.py): fixed files, the ledger, git refs and HEAD (a commit it
+made is undone, its train.py kept), harness code, other tracked files, new files. A dead agent
+(non-zero exit, timeout, no change, train.py that does not compile) is a `ProposerError`: the loop
+logs it, records it as `invalid` and moves on, with the agent's log kept in `runs/failed/`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autoresearch import guard, processes
+from autoresearch import containment, processes
 from autoresearch.errors import ProposerError, SettingsError
 from autoresearch.ledger import Row
 from autoresearch.proposers import context
@@ -49,12 +49,13 @@ from autoresearch.proposers.config import ProposerConfig
 from autoresearch.proposers.edits import EditError, check_syntax, parse_reply
 from autoresearch.proposers.llm import outcome_text
 from autoresearch.proposers.notes import Notes
-from autoresearch.workspace import NOTES_FILE, TRAIN_FILE, Workspace
+from autoresearch.workspace import TRAIN_FILE, Workspace
 
 DESCRIPTION_FILE = "proposal.md"  # in the workspace root, written by the agent, read and removed by the harness
 PROMPT_FILE = "prompt.md"
 LOG_FILE = "agent.log"
 MAX_DESCRIPTION = 200
+ALLOWED = (TRAIN_FILE, DESCRIPTION_FILE)  # what the agent may change: the rest is undone (containment.py)
 
 
 @dataclass(frozen=True)
@@ -182,56 +183,6 @@ def run_agent(argv: list[str], cwd: Path, timeout: float, log_path: Path) -> Age
     return AgentRun(None if timed_out else proc.returncode, timed_out, time.monotonic() - started, len(leftovers))
 
 
-# --- containment -----------------------------------------------------------------------------
-
-
-def _ignored_files(ws: Workspace) -> set[str]:
-    out = ws.git.run("ls-files", "--others", "--ignored", "--exclude-standard")
-    return {p for p in out.splitlines() if p}
-
-
-def contain(ws: Workspace, before: guard.Snapshot, ignored_before: set[str], keep: set[str]) -> list[str]:
-    """Undo everything the agent changed except train.py (and `keep`); what was undone, in words."""
-    found = guard.changes(before, ws)
-    train = ws.train_py.read_bytes() if ws.train_py.exists() else None
-    if found:
-        guard.restore(before, ws)  # fixed files, ledger, refs, HEAD, harness code; resets the tree
-        if train is not None:
-            ws.train_py.write_bytes(train)
-    git = ws.git
-    tracked = [p for p in git.run("diff", "--name-only", "HEAD").splitlines() if p and p != TRAIN_FILE]
-    if tracked:
-        git.run("checkout", "HEAD", "--", *tracked)
-        found.extend(f"{p} was modified (restored)" for p in tracked)
-    untracked = [p for p in git.run("ls-files", "--others", "--exclude-standard").splitlines() if p and p not in keep]
-    ignored_after = _ignored_files(ws)
-    new_ignored = [p for p in sorted(ignored_after - ignored_before - keep) if _watched(p)]
-    for p in untracked + new_ignored:
-        _remove(ws.root, p)
-        found.append(f"{p} was created (deleted)")
-    gone = [p for p in sorted(ignored_before - ignored_after) if _watched(p) and not (ws.root / p).exists()]
-    found.extend(f"{p} was deleted (untracked: it cannot be restored)" for p in gone)
-    return found
-
-
-def _watched(path: str) -> bool:
-    """Untracked files whose appearance or loss is reported (not the proposer's own, nor caches)."""
-    return "__pycache__/" not in path and path != NOTES_FILE and not path.startswith(".autoresearch/")
-
-
-def _remove(root: Path, relative: str) -> None:
-    """Delete a file, then its parent folders that it leaves empty."""
-    path = root / relative
-    path.unlink(missing_ok=True)
-    for parent in path.parents:
-        if parent == root or root not in parent.parents:
-            break
-        try:
-            parent.rmdir()
-        except OSError:  # not empty
-            break
-
-
 def read_description(ws: Workspace, log_path: Path, agent: str) -> tuple[str, str, str]:
     """(description, hypothesis, notes) from the agent's proposal.md, else its last output line."""
     path = ws.root / DESCRIPTION_FILE
@@ -295,14 +246,13 @@ class CmdProposer:
                   "description_file": DESCRIPTION_FILE, "model": self.config.model, "proposal_dir": str(folder)}
         argv = command_for(self.config, values)
         (ws.root / DESCRIPTION_FILE).unlink(missing_ok=True)
-        before = guard.take(ws)
-        ignored_before = _ignored_files(ws)
+        before = containment.take(ws)
         shown = [a if a != prompt else "{prompt}" for a in argv]
         log_file.write_text(f"$ {shlex.join(shown)}\n", encoding="utf-8")
         self.log(f"  {self.agent}: running (time limit {self.config.agent_timeout:g} s)")
         run = run_agent(argv, ws.root, self.config.agent_timeout, log_file)
         description, hypothesis, agent_notes = read_description(ws, log_file, self.agent)
-        discarded = contain(ws, before, ignored_before, keep={DESCRIPTION_FILE})
+        discarded = containment.contain(ws, before, allow=ALLOWED).phrases()
         if discarded:
             self.log(f"  {self.agent}: discarded changes beyond train.py: {'; '.join(discarded)}")
         if run.ended_processes:
