@@ -17,7 +17,7 @@ import pytest
 from autoresearch import guard, workspace
 from autoresearch.data.prepare import open_prepared
 from autoresearch.ledger import Ledger, Row
-from autoresearch.loop import Researcher
+from autoresearch.loop import Loop
 from autoresearch.proposers.base import Proposal
 from autoresearch.processes import run_key
 from autoresearch.rundir import RunResult
@@ -155,11 +155,11 @@ def test_an_unexportable_model_gets_an_actionable_error(red_ws):
 
 def test_training_on_validation_data_is_caught_by_the_held_out_split(make_workspace):
     ws = make_workspace(budget=6, baseline_runs=1, startup_allowance=15.0)
-    researcher = Researcher.open(ws.root, tag="red", log=lambda _: None)
-    researcher.ensure_baseline()
-    honest = Ledger.open(ws.ledger_path).rows[-1]
-    ws.train_py.write_text(replace(LOADER, READ_VAL)(ws.train_py.read_text()))
-    rows = researcher.experiment(Proposal("train on the validation shards"), "red-team")
+    with Loop.open(ws.root, tag="red", log=lambda _: None) as loop:
+        loop.run(None)  # the baseline
+        honest = Ledger.open(ws.ledger_path).rows[-1]
+        ws.train_py.write_text(replace(LOADER, READ_VAL)(ws.train_py.read_text()))  # as an agent would: a plain write
+        rows = loop.run_edit("train on the validation shards")
     cheat = rows[0]
     assert cheat.status == "invalid" and "held-out" in cheat.rule
     assert cheat.val_bpb is None  # an invalid run's number never reaches the ledger's val_bpb column

@@ -28,6 +28,7 @@ def tiny_model(ns, vocab, depth=2, width=64, head_dim=32, seq=32, pattern="L"):
     return model
 
 
+@pytest.mark.slow  # trains
 def test_a_few_steps_lower_the_loss_on_real_data(defs):
     ns, ws = defs
     prepare = sys.modules["prepare"]
@@ -117,6 +118,7 @@ def test_summary_block_parses():
                  "mfu_percent": 12.5, "total_tokens_M": 0.1, "num_steps": 20, "num_params_M": 0.2, "depth": 2}
 
 
+@pytest.mark.slow  # trains
 def test_train_py_runs_alone_and_prints_the_output_contract(make_workspace):
     ws = make_workspace(budget=3)
     proc = subprocess.run([sys.executable, "train.py"], cwd=ws.root, capture_output=True, text=True, timeout=300)
@@ -130,6 +132,7 @@ def test_train_py_runs_alone_and_prints_the_output_contract(make_workspace):
     assert len(metrics) == s["num_steps"] and '"grad_norm"' in metrics[0] and '"tokens_per_s"' in metrics[0]
 
 
+@pytest.mark.slow  # trains
 def test_a_diverging_run_fails_fast(make_workspace):
     ws = make_workspace(budget=60)
     source = ws.train_py.read_text()
