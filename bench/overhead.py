@@ -67,6 +67,11 @@ def main() -> None:
           f"{3600 / per_run:.1f} experiments/hour")
     print(f"RESULT overhead vs the single loop before the one driver ({100 * BEFORE_ONE_LOOP:.1f}%): "
           f"{overhead / BEFORE_ONE_LOOP:.2f}x")
+    # The loop's own share: what a run costs beyond train.py (launch to exit) and the evaluation,
+    # i.e. the node workspace, containment, git and the ledger.
+    inside = statistics.fmean(r.wall_seconds + (r.eval_seconds or 0.0) for r in results)
+    print(f"RESULT the loop's own time per run (beyond train.py and the evaluation): {per_run - inside:.2f} s "
+          f"= {100 * (per_run - inside) / args.budget:.2f}% of the budget")
     print(f"RESULT evaluation out of process / in process: {ratio:.2f}x (target <= {TARGET_EVAL_RATIO}x: "
           f"{'met' if ratio <= TARGET_EVAL_RATIO else 'NOT met'})")
 

@@ -67,7 +67,7 @@ VARIANTS = {
         "open('results.tsv', 'a').write('deadbee\\t0.100000\\t0.1\\tkeep\\tforged\\n')\n"
         "_sp.run(['git', '-c', 'user.name=x', '-c', 'user.email=x@y', 'commit', '--allow-empty', '-qm', 'forged'])\n"
         "_sp.run(['git', 'tag', 'forged'])"), "invalid"),
-    "sleeps past budget and allowance before training": (before("time.sleep(16)"), "timeout"),
+    "sleeps past budget and allowance before training": (before("time.sleep(34)"), "timeout"),
     "leaves a detached child running": (before(
         "import subprocess as _sp\n_sp.Popen(['setsid', 'sleep', '600'])"), "invalid"),
     "asks the loader for the validation split": (replace(LOADER, LOADER.replace('"train"', '"val"')), "crash"),
@@ -93,7 +93,7 @@ def tree_hash(root: Path) -> str:
 
 @pytest.fixture
 def red_ws(make_workspace):
-    ws = make_workspace(budget=2, startup_allowance=12.0, hard_limit=20.0)
+    ws = make_workspace(budget=2, startup_allowance=30.0, hard_limit=45.0)  # a loaded 2-core machine: slow starts
     # a ledger that must survive untouched
     Ledger.open(ws.ledger_path).append(Row(commit=ws.git.head(), val_bpb=2.5, memory_gb=0.1, status="keep", description="earlier"))
     return ws
@@ -154,7 +154,7 @@ def test_an_unexportable_model_gets_an_actionable_error(red_ws):
 
 
 def test_training_on_validation_data_is_caught_by_the_held_out_split(make_workspace):
-    ws = make_workspace(budget=6, baseline_runs=1, startup_allowance=15.0)
+    ws = make_workspace(budget=6, baseline_runs=1, startup_allowance=40.0)
     with Loop.open(ws.root, tag="red", log=lambda _: None) as loop:
         loop.run(None)  # the baseline
         honest = Ledger.open(ws.ledger_path).rows[-1]
@@ -169,7 +169,7 @@ def test_training_on_validation_data_is_caught_by_the_held_out_split(make_worksp
 
 
 def test_a_reference_style_train_py_runs_unchanged_and_is_evaluated_out_of_process(make_workspace):
-    ws = make_workspace(budget=3, startup_allowance=15.0)
+    ws = make_workspace(budget=3, startup_allowance=40.0)
     shutil.copyfile(Path(__file__).parent / "reference_train.py", ws.train_py)
     commit = ws.git.commit_all("reference-style train.py", paths=["train.py"])
     s = ws.settings()
