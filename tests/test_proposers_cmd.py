@@ -54,6 +54,11 @@ AGENT = textwrap.dedent('''\
         sys.exit(3)
     elif mode == "broken":
         train.write_text(train.read_text().replace("MATRIX_LR = 0.04", "MATRIX_LR = (0.05", 1))
+    elif mode == "busy":  # meanwhile a parallel worker's run under way writes its folder
+        bump()
+        (workspace / "runs" / "0007" / "metrics.jsonl").write_text('{"step": 1}\\n')
+        (workspace / "runs" / "0001" / "planted.txt").write_text("not a run's\\n")
+        print("Description: lr up while run 0007 trains")
     elif mode == "idle":
         print("I looked around and changed nothing")
 ''')
@@ -149,3 +154,18 @@ def test_presets_and_templates():
         command_for(ProposerConfig(name="cmd", agent="cursor"), values)
     with pytest.raises(SettingsError, match="needs --agent"):
         CmdProposer(ProposerConfig(name="cmd"))
+
+
+def test_run_folders_under_way_keep_what_they_write_while_the_agent_works(make_workspace, tmp_path):
+    """With parallel workers a run under way writes its folder while the agent works: kept; a file
+    in another run's folder is still the agent's and is removed."""
+    import dataclasses
+
+    ws = make_workspace()
+    for run_id in ("0001", "0007"):
+        (ws.runs_dir / run_id).mkdir(parents=True)
+    ctx = dataclasses.replace(make_context(ws), busy_runs=("0007",))
+    proposal_for = proposer_for(tmp_path, "busy").propose(ctx)
+    assert proposal_for.description == "lr up while run 0007 trains"
+    assert (ws.runs_dir / "0007" / "metrics.jsonl").exists()
+    assert not (ws.runs_dir / "0001" / "planted.txt").exists()

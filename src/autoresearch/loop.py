@@ -400,7 +400,8 @@ class Loop:
         clear_proposal_files(self.ws)
         proposal = None
         try:
-            context = self.research.context(in_flight=self._in_flight(), returned=tuple(self.returned[-5:]))
+            context = self.research.context(in_flight=self._in_flight(), returned=tuple(self.returned[-5:]),
+                                            busy_runs=tuple(self.by_run))
             proposal = proposer.propose(context)
             spent.add(proposal.tokens, proposal.cost_usd)
             self.flights.remove(proposing)

@@ -169,12 +169,14 @@ class Research:
         workers at least one per worker (they are measured that many at once)."""
         return max(self.settings.baseline_runs, self.workers if self.workers > 1 else 0)
 
-    def context(self, in_flight: tuple[str, ...] = (), returned: tuple[str, ...] = ()) -> Context:
+    def context(self, in_flight: tuple[str, ...] = (), returned: tuple[str, ...] = (),
+                busy_runs: tuple[str, ...] = ()) -> Context:
         best = self.best_runs()
         return Context(
             ws=self.ws, settings=self.settings, ledger=self.ledger, best_commit=self.ws.git.head(),
             best_source=self.ws.git.show("HEAD", TRAIN_FILE).decode(),
             best_bpb=statistics.fmean(best) if best else None, sigma=self.sigma(), in_flight=in_flight, returned=returned,
+            busy_runs=busy_runs,
         )
 
     # --- rows -----------------------------------------------------------------------------------

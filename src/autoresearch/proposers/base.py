@@ -43,6 +43,7 @@ class Context:
     sigma: float  # run-to-run noise of val_bpb
     in_flight: tuple[str, ...] = ()  # descriptions of proposals being run right now (parallel workers)
     returned: tuple[str, ...] = ()  # ideas that won against an older best but conflict with the current one
+    busy_runs: tuple[str, ...] = ()  # run ids under way (their folders change while the proposer works)
 
 
 class Proposer(Protocol):

@@ -49,7 +49,7 @@ from autoresearch.proposers.config import ProposerConfig
 from autoresearch.proposers.edits import EditError, check_syntax, parse_reply
 from autoresearch.proposers.llm import outcome_text
 from autoresearch.proposers.notes import Notes
-from autoresearch.workspace import TRAIN_FILE, Workspace
+from autoresearch.workspace import RUNS_DIR, TRAIN_FILE, Workspace
 
 DESCRIPTION_FILE = "proposal.md"  # in the workspace root, written by the agent, read and removed by the harness
 PROMPT_FILE = "prompt.md"
@@ -252,7 +252,9 @@ class CmdProposer:
         self.log(f"  {self.agent}: running (time limit {self.config.agent_timeout:g} s)")
         run = run_agent(argv, ws.root, self.config.agent_timeout, log_file)
         description, hypothesis, agent_notes = read_description(ws, log_file, self.agent)
-        discarded = containment.contain(ws, before, allow=ALLOWED).phrases()
+        # with parallel workers, runs under way write their folders while the agent works
+        busy = tuple(f"{RUNS_DIR}/{run_id}/" for run_id in ctx.busy_runs)
+        discarded = containment.contain(ws, before, allow=ALLOWED + busy).phrases()
         if discarded:
             self.log(f"  {self.agent}: discarded changes beyond train.py: {'; '.join(discarded)}")
         if run.ended_processes:
