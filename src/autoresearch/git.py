@@ -159,6 +159,10 @@ class Git:
         """HEAD on `branch`; with `force`, local changes in the way are thrown away."""
         self.run("checkout", "--quiet", *(["--force"] if force else []), branch)
 
+    def new_branch(self, branch: str) -> None:
+        """A new branch at HEAD, checked out (the working tree as it is)."""
+        self.run("checkout", "--quiet", "-b", branch)
+
     def update_ref(self, ref: str, sha: str) -> None:
         self.run("update-ref", ref, sha)
 

@@ -250,7 +250,7 @@ class Loop:
             rows = [r for r in self.research.ledger.rows if r.run_id in old.runs]
             decided = bool(old.runs) and len(rows) == len(old.runs)
             if not decided or rows[0].status != "keep":
-                git.run("update-ref", f"{CANDIDATES}{old.candidate}", old.candidate)
+                git.update_ref(f"{CANDIDATES}{old.candidate}", old.candidate)
                 git.move_branch(old.parent)
             if decided:
                 return []
@@ -633,8 +633,8 @@ def _enter_branch(ws: Workspace, tag: str | None, log: Callable[[str], None]) ->
     if current == name:
         return
     if git.branch_exists(name):
-        git.run("checkout", "--quiet", name)
+        git.switch(name, force=False)
         log(f"resuming on branch {name}")
     else:
-        git.run("checkout", "--quiet", "-b", name)
+        git.new_branch(name)
         log(f"research branch {name} (from {current})")
