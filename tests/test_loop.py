@@ -176,7 +176,9 @@ def consistent(ws, experiments: int) -> list:
 
 
 def test_loop_killed_during_a_run_resumes_with_nothing_lost(make_workspace):
-    ws = make_workspace(budget=3, baseline_runs=1)
+    # a budget long enough that the killed loop's run still trains when the new loop has started
+    # (a loaded machine takes seconds to import torch), so the new one must end it
+    ws = make_workspace(budget=12, baseline_runs=1)
     first = run_cli(ws, "loop", "--max-experiments", "2", start_new_session=True)
     # wait for the first experiment's run to be training, then kill the loop (not its run)
     def experiment_running():
