@@ -112,6 +112,7 @@ def test_corrupt_download_is_named_with_the_fix(cache):
             prepare(s, endpoint=hub.url, log=lambda _: None)
 
 
+@pytest.mark.slow  # three CLI processes and a throttled download
 def test_download_killed_midway_resumes_to_the_same_bytes(tmp_path, cache):
     big = parquet("train0", 6000, 7)  # ~2.5 MB
     work = tmp_path / "ws"

@@ -110,6 +110,7 @@ def test_changes_beyond_train_py_are_discarded_and_reported(make_workspace, tmp_
     assert any("discarded changes beyond train.py" in m and "prepare.py" in m for m in logs)
 
 
+@pytest.mark.slow  # waits out the agent's time limit
 def test_a_hung_agent_is_killed_at_its_limit_with_everything_it_started(make_workspace, tmp_path):
     ws = make_workspace()
     started = time.monotonic()

@@ -237,6 +237,7 @@ def test_a_killed_worker_is_retried_and_a_killed_coordinator_resumes(make_worksp
     no_run_processes_left(ws)
 
 
+@pytest.mark.slow  # a node process of its own
 def test_a_refusing_node_stops_the_loop_with_its_reason_and_loses_nothing(make_workspace):
     ws = make_workspace(budget=3, baseline_runs=1)
     with Loop.open(ws.root, log=lambda _: None, executor=LocalExecutor(ws, 1)) as loop:

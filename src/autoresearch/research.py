@@ -115,6 +115,7 @@ class Research:
         # Parallel runs slow each other: results are compared, and the noise measured, only among
         # runs made under the same parallelism.
         self.workers = workers
+        self._complexity: dict[str, int | None] = {}  # full commit hash -> complexity of its train.py
 
     # --- what the ledger says -------------------------------------------------------------------
 
@@ -133,8 +134,12 @@ class Research:
         return [r.val_bpb for r in self.kept_rows(commit)]
 
     def complexity_of(self, commit: str) -> int | None:
-        """Syntax-tree nodes of train.py at `commit` (complexity.py)."""
-        return complexity.measure(self.ws.git.show(commit, TRAIN_FILE).decode("utf-8", errors="replace"))
+        """Syntax-tree nodes of train.py at `commit` (complexity.py); a commit never changes, so
+        each is measured once (judging asks for the best's and the candidate's at every run)."""
+        if commit not in self._complexity:
+            source = self.ws.git.show(commit, TRAIN_FILE).decode("utf-8", errors="replace")
+            self._complexity[commit] = complexity.measure(source)
+        return self._complexity[commit]
 
     def commit_runs(self, commit: str | None = None) -> Runs:
         """What the keep rule knows of a measured commit (default HEAD): its runs, complexity, peak memory."""
