@@ -1,8 +1,8 @@
 """Experiments per hour with 1 and 2 local workers, and what the coordinator costs per experiment.
 
 For each worker count, a fresh workspace on the given preset runs its baseline, then
---experiments search proposals through the coordinator and the local executor, as
-`autoresearch loop --workers N` does. Reported per worker count:
+--experiments search proposals through the loop, as `autoresearch loop --workers N` runs them
+(1 worker: the in-process executor; 2: two node processes of the local executor). Reported per worker count:
 - experiments/hour over the experiment phase (baseline excluded), and its ratio to 1 worker;
 - coordinator CPU seconds per experiment (its own process: proposing, committing, the ledger,
   deciding; the runs are other processes) and its wall time per experiment outside the
