@@ -68,11 +68,7 @@ class Git:
         """Tracked files that differ from HEAD and untracked files that are not ignored."""
         # -z: entries end with NUL, names unquoted, and the two status letters (the first may be a
         # space, ` M train.py`) are not stripped away with the output's whitespace.
-        proc = subprocess.run(["git", "status", "--porcelain", "-z", "--untracked-files=all"], cwd=self.root,
-                              capture_output=True, text=True, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
-        if proc.returncode != 0:
-            raise WorkspaceError(f"git status failed in {self.root}: {proc.stderr.strip()}")
-        paths, entries = [], iter(proc.stdout.split("\0"))
+        paths, entries = [], iter(self._nul_separated("status", "--porcelain", "-z", "--untracked-files=all"))
         for entry in entries:
             if len(entry) < 4:
                 continue
@@ -126,14 +122,9 @@ class Git:
         to its commit) or discarded (back to the best). Untracked files stay."""
         self.run("reset", "--quiet", "--hard", rev)
 
-    def clean_untracked(self, dry_run: bool = False) -> list[str]:
-        """Remove untracked files and folders (not ignored ones); the paths removed (or that would be)."""
-        out = self.run("clean", "-f", "-d", *(["--dry-run"] if dry_run else []))
-        return [line.removeprefix("Would remove ").removeprefix("Removing ") for line in out.splitlines() if line]
-
-    def restore(self, path: str) -> None:
-        """A tracked file as HEAD has it (an edit in the working tree undone)."""
-        self.run("checkout", "--", path)
+    def clean_untracked(self) -> None:
+        """Remove untracked files and folders (not ignored ones)."""
+        self.run("clean", "-f", "-d")
 
     def restore_paths(self, paths: list[str], source: str = "HEAD") -> None:
         """Tracked paths, in the index and the working tree, as `source` has them: an edit or a deletion

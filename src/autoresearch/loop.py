@@ -171,6 +171,7 @@ class Loop:
         """Resume what a killed loop left, whatever step it was at (the one recovery path)."""
         saved = self._read_flights() + self._migrate_old_state()
         if not saved:
+            (self.ws.state_dir / OLD_STATE_FILE).unlink(missing_ok=True)  # unreadable, or nothing left to do
             return
         workers = {p.workers for p in saved if p.workers}
         if workers and workers != {self.ex.workers}:
@@ -210,11 +211,15 @@ class Loop:
         (self.ws.state_dir / OLD_STATE_FILE).unlink(missing_ok=True)
 
     def _read_flights(self) -> list[Pending]:
-        path = self.ws.state_dir / FLIGHTS_FILE
+        return self._read_pending(self.ws.state_dir / FLIGHTS_FILE)
+
+    def _read_pending(self, path: Path) -> list[Pending]:
+        """The steps a state file holds (flights.json: a list; an old state.json: one step)."""
         if not path.exists():
             return []
         try:
-            return [Pending(**p) for p in json.loads(path.read_text())]
+            data = json.loads(path.read_text())
+            return [Pending(**p) for p in (data if isinstance(data, list) else [data])]
         except (json.JSONDecodeError, TypeError):
             self.log(f"warning: unreadable {path}; what was under way is dropped")
             return []
@@ -232,13 +237,10 @@ class Loop:
                 self.log("recovering: your uncommitted change to train.py is back in the working tree")
             waiting.unlink()
         path = self.ws.state_dir / OLD_STATE_FILE
-        if not path.exists():
+        saved = self._read_pending(path)
+        if not saved:
             return []
-        try:
-            old = Pending(**json.loads(path.read_text()))
-        except (json.JSONDecodeError, TypeError):
-            self.log(f"warning: unreadable {path}; what was under way is dropped")
-            return []
+        old = saved[0]
         self.log(f"migrating {path.name} (from an older version) to {FLIGHTS_FILE}")
         old.workers = 1
         if old.phase == "committing" and git.head() != old.parent and git.rev("HEAD~1") == old.parent:
@@ -254,9 +256,8 @@ class Loop:
                 git.move_branch(old.parent)
             if decided:
                 return []
-        if old.kind == "experiment" and proposal_dir(self.ws).is_dir():
-            self._flight_files(old).parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(proposal_dir(self.ws)), str(self._flight_files(old)))
+        if old.kind == "experiment":
+            self._keep_proposal_files(old)
         return [old]
 
     def _restore_captured_edit(self) -> None:
@@ -266,7 +267,7 @@ class Loop:
             return
         content = self.ws.train_py.read_bytes()
         if any(p.candidate and self.ws.git.show(p.candidate, TRAIN_FILE) == content for p in self.flights):
-            self.ws.git.restore(TRAIN_FILE)
+            self.ws.git.restore_paths([TRAIN_FILE])
 
     def _drop_interrupted_run(self, run_id: str) -> None:
         """A run cut short by a kill: end the processes it left (found by its key) and remove its
@@ -286,6 +287,12 @@ class Loop:
 
     def _flight_files(self, pending: Pending) -> Path:
         return self.ws.state_dir / FLIGHT_FILES / pending.commit
+
+    def _keep_proposal_files(self, pending: Pending) -> None:
+        """The proposer's files of a committed candidate, kept beside it until its runs are done."""
+        if proposal_dir(self.ws).is_dir():
+            self._flight_files(pending).parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(proposal_dir(self.ws)), str(self._flight_files(pending)))
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -336,15 +343,11 @@ class Loop:
         """`autoresearch run`: the change to train.py in the working tree, run and decided (after
         the baseline, if it is not measured yet). Its rows; None when train.py is unchanged."""
         pending = None
-        try:
-            if self.ws.git.dirty_paths():
-                pending, rows = self._capture(Proposal(message or "(no description)"), MANUAL)
-                if rows:
-                    return rows
-            self.run(None)
-        except BaseException:
-            self.ex.cancel_all()
-            raise
+        if self.ws.git.dirty_paths():  # nothing runs while it is captured; run() ends what it starts
+            pending, rows = self._capture(Proposal(message or "(no description)"), MANUAL)
+            if rows:
+                return rows
+        self.run(None)
         return self.decided.get(pending.candidate) if pending is not None else None
 
     # --- the baseline ---------------------------------------------------------------------------
@@ -440,9 +443,7 @@ class Loop:
         pending = Pending(phase="queued", parent=parent, proposer=proposer, description=proposal.description,
                           hypothesis=proposal.hypothesis, params=proposal.params, candidate=candidate,
                           tokens=proposal.tokens, cost_usd=proposal.cost_usd, workers=self.ex.workers)
-        if proposal_dir(self.ws).is_dir():
-            self._flight_files(pending).parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(proposal_dir(self.ws)), str(self._flight_files(pending)))
+        self._keep_proposal_files(pending)
         self.flights.append(pending)
         self._save()
         git.reset_clean(parent)  # the change lives in its commit now
