@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -195,7 +196,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from autoresearch.loop import Loop
 
-    with Loop.open(tag=args.tag, edited_train=True) as loop:
+    with stopped_by_signals("autoresearch run"), Loop.open(tag=args.tag, edited_train=True) as loop:
         rows = loop.run_edit(args.message)
     if rows is None:
         print("train.py is unchanged: edit it, then `autoresearch run -m \"what changed\"`")
@@ -233,11 +234,35 @@ def cmd_loop(args: argparse.Namespace) -> int:
         os.environ.pop(config.key_env(), None)
     limits = Limits(max_experiments=args.max_experiments, hours=args.hours, max_cost=config.max_cost,
                     max_tokens=config.max_tokens)
-    with Loop.open(tag=args.tag, workers=args.workers or 1, executor=args.executor or "local",
-                   ray_address=args.ray_address, cpus_per_run=args.cpus_per_run) as loop:
-        done = loop.run(proposer, limits)
-    print(f"{done} experiment(s) done; `autoresearch status` for the summary")
+    resume = "autoresearch loop" + (f" --workers {args.workers}" if (args.workers or 1) > 1 else "") + (
+        f" --executor {args.executor}" if args.executor == "ray" else "")
+    with stopped_by_signals(resume), Loop.open(
+            tag=args.tag, workers=args.workers or 1, executor=args.executor or "local",
+            ray_address=args.ray_address, cpus_per_run=args.cpus_per_run) as loop:
+        loop.run(proposer, limits)
+        print(loop.closing_line())
     return 0
+
+
+class Interrupted(Exception):
+    """The loop was stopped by a signal; it ended its runs and can be resumed."""
+
+    def __init__(self, signal_name: str, exit_code: int, resume: str) -> None:
+        super().__init__(f"interrupted ({signal_name}): nothing recorded is lost; resume with `{resume}`")
+        self.exit_code = exit_code
+
+
+@contextlib.contextmanager
+def stopped_by_signals(resume: str):
+    """Ctrl-C, SIGTERM and SIGHUP end the runs under way (interrupts.py), then say how to resume."""
+    from autoresearch.interrupts import Interrupts
+
+    with Interrupts() as signals:
+        try:
+            yield
+        except KeyboardInterrupt:
+            name = signals.received.name if signals.received else "SIGINT"
+            raise Interrupted(name, signals.exit_code, resume) from None
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -264,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     except AutoresearchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except Interrupted as e:
+        print(e, file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -107,7 +107,8 @@ class Loop:
         self.returned: list[str] = []  # stale wins that conflicted with the new best
         self.proposer: Proposer | None = None
         self.failures = 0  # proposals that failed in a row
-        self.decided: dict[str, list[Row]] = {}  # candidate commit -> its rows, for `run`
+        self.decided: dict[str, list[Row]] = {}  # candidate commit -> its rows, decided by this object
+        self.resumed = 0  # experiments the last run() took over from a killed loop
         self.best = ""  # where the loop left the branch: the best commit
         self._files: dict[str, dict[str, str]] = {}  # commit -> its files, for jobs
 
@@ -305,12 +306,18 @@ class Loop:
         try:
             self.ensure_baseline()
             return self._loop(proposer, limits)
-        except BaseException:
-            self.ex.cancel_all()  # interrupted runs run again on resume
+        except BaseException as e:
+            if self.by_run:
+                why = "interrupted" if isinstance(e, KeyboardInterrupt) else "stopping"
+                self.log(f"{why}: ending run(s) {', '.join(sorted(self.by_run))}; not recorded, they run again "
+                         "when the loop resumes")
+            self.ex.cancel_all()
             raise
 
     def _loop(self, proposer: Proposer | None, limits: Limits) -> int:
-        started, done, proposed = time.monotonic(), 0, 0
+        # an experiment resumed from a killed loop is one of this call's experiments
+        self.resumed = sum(p.kind == "experiment" for p in self.flights)
+        started, done, proposed = time.monotonic(), 0, self.resumed
         spent, stopping = Spent(), ""
         while True:
             while self.ex.free() > 0:
@@ -348,7 +355,20 @@ class Loop:
             if rows:
                 return rows
         self.run(None)
-        return self.decided.get(pending.candidate) if pending is not None else None
+        if pending is not None:
+            return self.decided.get(pending.candidate)
+        return next(reversed(self.decided.values()), None)  # a change an interrupted `run` left, resumed
+
+    def closing_line(self) -> str:
+        """What this loop did, in one line: the experiments it decided and where the best is."""
+        firsts = [rows[0] for rows in self.decided.values() if rows]
+        kept = sum(r.status == "keep" for r in firsts)
+        resumed = f" ({self.resumed} resumed)" if self.resumed else ""
+        line = f"{len(firsts)} experiment(s) decided{resumed}: {kept} kept, {len(firsts) - kept} not kept"
+        best = self.research.best_runs()
+        if best:
+            line += f"; best val_bpb {statistics.fmean(best):.6f} (commit {self.head[:7]})"
+        return line + ". `autoresearch status` for the summary"
 
     # --- the baseline ---------------------------------------------------------------------------
 
