@@ -285,3 +285,16 @@ def test_a_different_number_of_workers_is_refused_on_resume(workspace):
     with open_loop(ws, 2) as loop:  # resumed as it says
         loop.run(ScriptedProposer([("another loss", {"val": [3.6]})]), Limits(max_experiments=1))
     consistent(ws)
+
+
+def test_a_resumed_experiment_counts_as_one_of_max_experiments(workspace):
+    ws = workspace()
+    run_killed(ws, 1, "running")  # 'a loss' decided, 'the gain' under way when killed
+    proposer = ScriptedProposer([("another loss", {"val": [3.6]})])
+    with open_loop(ws) as loop:
+        assert loop.run(proposer, Limits(max_experiments=1)) == 1
+        line = loop.closing_line()
+    assert proposer.proposed == 0  # nothing new was asked for
+    assert line.startswith("1 experiment(s) decided (1 resumed): 1 kept, 0 not kept; best val_bpb 2.0")
+    assert set(experiments(ws)) == {"a loss", "the gain"}
+    consistent(ws)
