@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from autoresearch.errors import AutoresearchError
+from autoresearch.progress import EVERY_S
 
 DESCRIPTION = """\
 Autonomous LLM-pretraining research on this machine.
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "the baseline (and its noise) first. This is the verb an external coding agent uses.")
     p.add_argument("-m", "--message", default="", help="one line: what changed and why")
     p.add_argument("--tag", help="research branch autoresearch/TAG (default: the current one, or today's date)")
+    _add_quiet(p)
 
     p = sub.add_parser("loop", help="run experiments autonomously until a limit",
                        description="Measure the baseline, then propose, run and decide experiments until "
@@ -70,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hours", type=float, metavar="H", help="stop starting experiments after H hours")
     p.add_argument("--tag", help="research branch autoresearch/TAG (default: the current one, or today's date)")
     p.add_argument("--seed", type=int, help="seed of the search proposer")
+    _add_quiet(p)
     g = p.add_argument_group("llm proposer (docs/proposers.md; defaults from [proposer] in autoresearch.toml)")
     g.add_argument("--provider", help="openai (OpenAI or any OpenAI-compatible server) or anthropic")
     g.add_argument("--model", help="model name, e.g. gpt-4.1 or claude-sonnet-4-20250514 (cmd: passed to the agent)")
@@ -99,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--last", type=int, default=12, help="how many recent runs to list")
     _add_report_parsers(sub)
     return parser
+
+
+def _add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no live progress line while a run trains (by default: an updating line on a terminal, "
+                   f"a line every {EVERY_S:g} s otherwise)")
 
 
 # --- report and dashboard (seeing the research) ------------------------------------------------
@@ -196,7 +205,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from autoresearch.loop import Loop
 
-    with stopped_by_signals("autoresearch run"), Loop.open(tag=args.tag, edited_train=True) as loop:
+    with stopped_by_signals("autoresearch run"), Loop.open(tag=args.tag, edited_train=True) as loop, \
+            _progress(loop, args):
         rows = loop.run_edit(args.message)
     if rows is None:
         print("train.py is unchanged: edit it, then `autoresearch run -m \"what changed\"`")
@@ -239,9 +249,16 @@ def cmd_loop(args: argparse.Namespace) -> int:
     with stopped_by_signals(resume), Loop.open(
             tag=args.tag, workers=args.workers or 1, executor=args.executor or "local",
             ray_address=args.ray_address, cpus_per_run=args.cpus_per_run) as loop:
-        loop.run(proposer, limits)
+        with _progress(loop, args):
+            loop.run(proposer, limits)
         print(loop.closing_line())
     return 0
+
+
+def _progress(loop, args: argparse.Namespace):
+    from autoresearch.progress import LiveProgress
+
+    return LiveProgress(loop.ws.root, loop.settings.time_budget, enabled=not args.quiet)
 
 
 class Interrupted(Exception):

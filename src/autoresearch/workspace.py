@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -39,6 +40,16 @@ GITIGNORE = f"""# written by the harness and the proposers; never committed
 __pycache__/
 *.pyc
 """
+
+
+def read_flights(root: Path) -> list[dict]:
+    """The entries of the loop's state file (.autoresearch/flights.json) of the workspace at `root`:
+    what it has under way. [] when there is none (the loop is idle) or it cannot be read."""
+    try:
+        flights = json.loads((root / STATE_DIR / FLIGHTS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [f for f in flights if isinstance(f, dict)] if isinstance(flights, list) else []
 
 
 def template(name: str) -> str:

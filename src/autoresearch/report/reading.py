@@ -13,7 +13,6 @@ the dashboard reloads this every few seconds and the report must start fast.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,7 +27,7 @@ from autoresearch.ledger import Row
 from autoresearch.rundir import DIFF_FILE, METRICS_FILE, last_output, read_metrics
 from autoresearch.settings import Settings
 from autoresearch.status import Summary, summarize
-from autoresearch.workspace import FLIGHTS_FILE, LEDGER_FILE, RUNS_DIR, STATE_DIR
+from autoresearch.workspace import LEDGER_FILE, RUNS_DIR, read_flights
 
 _NUMBER = (int, float)  # exact types: a JSON true/false is not a number here
 CURVE_POINTS = 200  # a loss curve is averaged down to at most this many points
@@ -263,7 +262,7 @@ def live_run(research: Research) -> LiveRun | None:
     run last wrote anything) makes visible.
     """
     recorded = {r.run_id for r in research.rows if r.run_id}
-    flights = _read_flights(research.folder / STATE_DIR / FLIGHTS_FILE)
+    flights = read_flights(research.folder)
     running = {}
     for flight in flights:
         runs = [r for r in flight.get("runs") or () if isinstance(r, str) and r and r not in recorded]
@@ -287,12 +286,3 @@ def live_run(research: Research) -> LiveRun | None:
 def _run_order(run_id: str) -> tuple[int, str]:
     """Run ids are numbers counted up (0099, 0100, ..., 10000): the longer one is the later one."""
     return len(run_id), run_id
-
-
-def _read_flights(path: Path) -> list[dict]:
-    """The entries of flights.json; [] when there is none (the loop is idle) or it cannot be read."""
-    try:
-        flights = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    return [f for f in flights if isinstance(f, dict)] if isinstance(flights, list) else []
