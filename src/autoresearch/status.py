@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 import sys
 from dataclasses import dataclass
+from typing import TextIO
 from datetime import datetime, timedelta
 
 from autoresearch import decide
@@ -134,9 +135,22 @@ def summarize(rows: list[Row], min_noise: float = 0.0) -> Summary:
     )
 
 
+def signed(value: float, digits: int) -> str:
+    """`value` with its sign, to `digits` decimals; no sign on what rounds to zero (never "-0.00")."""
+    text = f"{value:+.{digits}f}"
+    return text[1:] if float(text) == 0 else text
+
+
 def rule_text(settings: Settings, sigma: float) -> str:
     """The keep rule in words with its numbers (decide.rule_text)."""
     return decide.rule_text(settings, sigma)
+
+
+def rule_line(settings: Settings, sigma: float) -> str:
+    """The keep rule in one short line: the gain a one-run change needs (`status --rule`: all of it)."""
+    se = decide.standard_error(max(sigma, settings.min_noise), 1, settings.baseline_runs)
+    return (f"keep when gain - prices >= {settings.keep_z:g} se ({settings.keep_z * se:.4f} bpb for one run); "
+            "`autoresearch status --rule` for the whole rule")
 
 
 def headline(s: Summary, settings: Settings | None = None) -> list[tuple[str, str]]:
@@ -145,7 +159,7 @@ def headline(s: Summary, settings: Settings | None = None) -> list[tuple[str, st
               if s.baseline is not None else "-")]
     lines.append(("best", f"{s.best:.6f}  {s.best_commit}  {s.best_description}" if s.best is not None else "-"))
     if s.gain is not None:
-        lines.append(("gain", f"{s.gain:+.6f} bpb ({s.gain_percent:+.2f}%)"))
+        lines.append(("gain", f"{signed(s.gain, 6)} bpb ({signed(s.gain_percent, 2)}%)"))
     noise = f"sigma {s.sigma:.6f} (pooled over repeated runs)"
     if s.workers > 1:
         steps = f", {s.baseline_steps:.0f} training steps per baseline run" if s.baseline_steps else ""
@@ -175,32 +189,78 @@ def headline(s: Summary, settings: Settings | None = None) -> list[tuple[str, st
     return lines
 
 
-def render(rows: list[Row], settings: Settings | None, last: int = 12) -> None:
-    from rich.console import Console
-    from rich.table import Table
+COLUMNS = ("run", "commit", "val_bpb", "gain", "nodes", "memory", "status", "description", "why")
 
-    # Piped into a file or a log there is no terminal width to fit: use a wide one, not 80 columns.
-    console = Console() if sys.stdout.isatty() else Console(width=200)
+
+def render(rows: list[Row], settings: Settings | None, last: int = 12, rule: bool = False,
+           out: TextIO | None = None) -> None:
+    """The summary and the last runs: a table fitted to the terminal's width on a terminal; plain text
+    (`label  text` lines, then tab-separated runs, no padding or box art) when piped.
+
+    The keep rule is one short line, or all of it with `rule`."""
+    out = out or sys.stdout
     if not rows:
-        console.print("no runs yet: start with `autoresearch loop` (or `autoresearch run`)")
+        print("no runs yet: start with `autoresearch loop` (or `autoresearch run`)", file=out)
         return
     s = summarize(rows, settings.min_noise if settings else 0.0)
+    lines = headline(s)
+    if settings is not None:
+        lines.append(("rule", rule_text(settings, s.sigma) if rule else rule_line(settings, s.sigma)))
+    shown = rows[-last:] if last > 0 else []
+    paid = any(r.cost_usd or r.tokens for r in shown)
+    header = COLUMNS + (("tokens", "USD") if paid else ())
+    cells = [_cells(r, paid) for r in shown]
+    title = f"last {len(shown)} run{'s' if len(shown) != 1 else ''}"
+    if out.isatty():
+        _render_rich(lines, title, header, cells, out)
+    else:
+        _render_plain(lines, title, header, cells, out)
+
+
+def _cells(r: Row, paid: bool) -> tuple[str, ...]:
+    return (r.run_id, r.short, f"{r.val_bpb:.6f}" if r.val_bpb is not None else "-",
+            f"{r.gain:+.4f}" if r.gain is not None else "",
+            f"{r.complexity_delta:+d}" if r.complexity_delta is not None else "",
+            f"{r.memory_delta:+.2f} GB" if r.memory_delta is not None else "",
+            r.status, r.description, r.why,
+            *((f"{r.tokens:,}" if r.tokens else "", f"{r.cost_usd:.4f}" if r.cost_usd else "") if paid else ()))
+
+
+def _render_plain(lines: list[tuple[str, str]], title: str, header: tuple[str, ...],
+                  cells: list[tuple[str, ...]], out: TextIO) -> None:
+    width = max(len(label) for label, _ in lines)
+    for label, text in lines:
+        first, *rest = text.splitlines() or [""]
+        print(f"{label:<{width}}  {first}".rstrip(), file=out)
+        for more in rest:
+            print(f"{'':<{width}}  {more}".rstrip(), file=out)
+    if not cells:
+        return
+    print(f"\n{title}", file=out)
+    for row in (header, *cells):
+        print("\t".join(" ".join(c.split()) for c in row), file=out)  # one line per run: no tabs or newlines inside
+
+
+def _render_rich(lines: list[tuple[str, str]], title: str, header: tuple[str, ...],
+                 cells: list[tuple[str, ...]], out: TextIO) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console(file=out)  # the terminal's width; long cells wrap inside their column
     head = Table.grid(padding=(0, 2))
-    for label, text in headline(s, settings):
-        head.add_row(label, text)
+    for label, text in lines:
+        head.add_row(label, Text(text))
     console.print(head)
-    table = Table(title=f"last {min(last, len(rows))} runs", title_justify="left")
-    paid = any(r.cost_usd or r.tokens for r in rows[-last:])
-    for col in ("run", "commit", "val_bpb", "gain", "nodes", "memory", "status", "description", "why") + (
-            ("tokens", "USD") if paid else ()):
-        table.add_column(col, overflow="fold")
-    for r in rows[-last:]:
-        table.add_row(r.run_id, r.short, f"{r.val_bpb:.6f}" if r.val_bpb is not None else "-",
-                      f"{r.gain:+.4f}" if r.gain is not None else "",
-                      f"{r.complexity_delta:+d}" if r.complexity_delta is not None else "",
-                      f"{r.memory_delta:+.2f} GB" if r.memory_delta is not None else "",
-                      f"[{STATUS_COLOURS.get(r.status, 'white')}]{r.status}[/]", r.description, r.why,
-                      *((f"{r.tokens:,}" if r.tokens else "", f"{r.cost_usd:.4f}" if r.cost_usd else "") if paid else ()))
+    if not cells:
+        return
+    table = Table(title=title, title_justify="left")
+    for col in header:  # the numbers stay on one line; the words wrap within their column
+        table.add_column(col, overflow="fold", no_wrap=col not in ("description", "why"))
+    status_at = header.index("status")
+    for row in cells:
+        table.add_row(*(Text(c, style=STATUS_COLOURS.get(c, "white") if i == status_at else "")
+                        for i, c in enumerate(row)))
     console.print(table)
 
 

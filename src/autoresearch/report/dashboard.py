@@ -28,16 +28,15 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from autoresearch.errors import AutoresearchError, ReportError
-from autoresearch.report import reading
+from autoresearch.report import state as state_doc
 from autoresearch.report.page import render_page
 from autoresearch.rundir import DIFF_FILE, LOG_FILE, METRICS_FILE, PROPOSAL_FILE, RESULT_FILE
-from autoresearch.status import headline
 from autoresearch.workspace import RUNS_DIR
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 DEFAULT_INTERVAL = 2.0  # seconds between the page's polls
-SCHEMA = 1  # version of the /api/state document; fields are only ever added within a version
+SCHEMA = state_doc.SCHEMA_VERSION  # version of the /api/state document; fields are only ever added within a version
 SERVED_FILES = {  # run-folder files the dashboard links to, and their content types
     LOG_FILE: "text/plain; charset=utf-8",
     DIFF_FILE: "text/plain; charset=utf-8",
@@ -55,63 +54,13 @@ CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline
 
 
 def state(folder: Path) -> dict:
-    """The /api/state document (see docs/report.md for its fields, which are a stable interface)."""
+    """The /api/state document (report/state.py; its fields, a stable interface, are in docs/json.md).
+
+    A ledger that cannot be read is not fatal here: the page shows the document's `error`."""
     try:
-        research = reading.load(folder, missing_ok=True)
+        return state_doc.document(folder)
     except AutoresearchError as e:
-        return {"schema": SCHEMA, "folder": str(Path(folder).resolve()), "error": str(e), "reference": False,
-                "summary": None, "ledger": [], "current": None, "baseline_curve": None, "best_curve": None}
-    s = research.summary
-    summary = {
-        "baseline": s.baseline, "baseline_runs": s.baseline_runs, "best": s.best, "best_commit": s.best_commit,
-        "best_description": s.best_description, "gain": s.gain, "gain_percent": s.gain_percent, "sigma": s.sigma,
-        "experiments": s.experiments, "kept": s.kept, "keep_rate": s.keep_rate, "counts": s.counts,
-        "hours": s.hours, "per_hour": s.per_hour, "cost_usd": s.cost_usd, "runs": s.runs,
-        "lines": [list(line) for line in headline(s, research.settings)] if research.records else [],
-    }
-    ledger = [{
-        "number": r.number, "run_id": r.row.run_id, "commit": r.row.commit, "val_bpb": r.row.val_bpb,
-        "memory_gb": r.row.memory_gb, "status": r.row.status, "kind": r.row.kind, "description": r.row.description,
-        "gain": r.row.gain, "best": r.best, "improved": r.improved, "timestamp": r.row.timestamp,
-        "proposer": r.row.proposer, "rule": r.row.rule, "why": r.row.why,
-    } for r in research.records]
-    baseline = research.baseline_record()
-    best = next((r for r in reversed(research.records) if r.improved), None)
-    return {
-        "schema": SCHEMA, "folder": str(research.folder), "error": None, "reference": research.reference,
-        "budget_s": research.settings.time_budget if research.settings else None,
-        "summary": summary, "ledger": ledger, "current": _current(research),
-        "baseline_curve": _curve(baseline), "best_curve": _curve(best),
-    }
-
-
-def _current(research: reading.Research) -> dict | None:
-    live = reading.live_run(research)
-    if live is None:
-        return None
-    last = live.curve.last if live.curve else {}
-    return {
-        "phase": live.phase, "run_id": live.run_id, "description": live.description, "kind": live.kind,
-        "budget_s": live.budget_s, "training_seconds": live.training_seconds, "time_left_s": live.time_left_s,
-        "progress": _number(last.get("progress")), "step": _number(last.get("step")), "loss": _number(last.get("loss")),
-        "last_output_at": None if live.last_output is None else round(live.last_output, 3),
-        "curve": _curve_data(live.curve) if live.curve else None,
-    }
-
-
-def _curve(record: reading.RunRecord | None) -> dict | None:
-    curve = reading.read_curve(record.run_dir) if record is not None else None
-    if curve is None:
-        return None
-    return {"run_id": record.row.run_id, "number": record.number, **_curve_data(curve)}
-
-
-def _curve_data(curve: reading.Curve) -> dict:
-    return {"x": [round(v, 3) for v in curve.x], "loss": [round(v, 5) for v in curve.loss], "x_label": curve.x_label}
-
-
-def _number(value) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        return state_doc.error_document(folder, str(e))
 
 
 # --- the server -------------------------------------------------------------------------------
