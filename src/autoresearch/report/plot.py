@@ -5,10 +5,11 @@ are highlighted and labelled with their descriptions; the running best is a step
 timeouts and invalid runs, which have no val_bpb, sit on a strip above the plot; the noise band
 (baseline mean +- one sigma of the repeated runs) shows which differences mean nothing.
 
-The y axis is zoomed on the range that matters (from just below the best to a little above the
-baseline, or higher if that is needed to show three in four runs, as early in a research when
-most changes are much worse); runs worse than that are drawn at the top edge as upward
-triangles rather than squashing every gain into a flat line.
+The y axis is zoomed on the range that matters (from just below the best, or the lowest run if
+lower, to a little above the baseline, or higher if that is needed to show three in four runs,
+as early in a research when most changes are much worse); runs worse than that are drawn at the
+top edge as upward triangles rather than squashing every gain into a flat line. The strip is
+drawn only when some run has no val_bpb.
 
 matplotlib is used through its object API with the Agg canvas, never pyplot: no global figure
 state, safe in threads (the dashboard) and without a display.
@@ -26,6 +27,7 @@ from matplotlib.figure import Figure
 
 from autoresearch import atomic
 from autoresearch.report.reading import Research, RunRecord
+from autoresearch.status import signed
 
 PROGRESS_FILE = "progress.png"
 SIZE_INCHES = (14.0, 7.0)
@@ -46,13 +48,22 @@ class Scale:
 
     low: float
     high: float
-    strip: float  # y of the strip of crashes, timeouts and invalid runs
+    strip: float | None  # y of the strip of crashes, timeouts and invalid runs; None when there are none
     top: float
+
+
+def on_strip(record: RunRecord, high: float) -> bool:
+    """Drawn on the strip above the plot: a run without a val_bpb, a crash or invalid run, or a timeout
+    worse than the range shown."""
+    row = record.row
+    return (row.val_bpb is None or row.status in ("crash", "invalid")
+            or (row.status == "timeout" and row.val_bpb > high))
 
 
 def scale_for(research: Research) -> Scale:
     s = research.summary
-    values = [r.row.val_bpb for r in research.records if r.row.val_bpb is not None]
+    values = [r.row.val_bpb for r in research.records
+              if r.row.val_bpb is not None and r.row.status not in ("crash", "invalid")]
     if not values or s.baseline is None or s.best is None:
         low, high = (min(values), max(values)) if values else (0.0, 1.0)
     else:
@@ -62,11 +73,15 @@ def scale_for(research: Research) -> Scale:
         high = max(high, s.baseline + 0.3 * span)
         top = high + 0.12 * (high - s.best)
         low = s.best - LABEL_ROOM / (1 - LABEL_ROOM) * (top - s.best)  # room below the best for its label
-        low = min(low, max(min(values), s.best - span))  # lucky discards below the best stay in view
     if high - low < 1e-9:
         low, high = low - 0.5, high + 0.5
     pad = high - low
-    return Scale(low, high, high + 0.07 * pad, high + 0.12 * pad)
+    if values:  # every point below `high` stays in view, lucky discards below the best included,
+        low = min(low, min(values) - 0.03 * pad)  # with room for its marker
+    pad = high - low
+    if any(on_strip(r, high) for r in research.records):
+        return Scale(low, high, high + 0.07 * pad, high + 0.12 * pad)
+    return Scale(low, high, None, high + 0.04 * pad)  # room for the markers of off-scale runs at the top edge
 
 
 def progress_figure(research: Research) -> Figure:
@@ -84,9 +99,10 @@ def progress_figure(research: Research) -> Figure:
     ax.set_ylim(scale.low, scale.top)
     ax.set_xlim(0, max(len(records), 1) + 1)
     _labels(ax, research.improvements())
-    ax.axhline(scale.high + 0.035 * (scale.high - scale.low), color="#dddddd", linewidth=0.8)
-    ax.text(-0.006, scale.strip, "no val_bpb", transform=ax.get_yaxis_transform(), fontsize=8,
-            va="center", ha="right", color="#666666")  # where a tick label would be
+    if scale.strip is not None:
+        ax.axhline(scale.high + 0.035 * (scale.high - scale.low), color="#dddddd", linewidth=0.8)
+        ax.text(-0.006, scale.strip, "no val_bpb", transform=ax.get_yaxis_transform(), fontsize=8,
+                va="center", ha="right", color="#666666")  # where a tick label would be
     ax.set_xlabel("run (position in results.tsv)")
     ax.set_ylabel("val_bpb (lower is better)")
     ax.grid(True, color="#eeeeee", linewidth=0.8)
@@ -115,7 +131,7 @@ def _title(research: Research) -> str:
     s = research.summary
     head = f"autoresearch progress: {s.experiments} experiments, {s.kept} kept"
     if s.gain is not None and s.baseline is not None and s.best is not None:
-        head += f"; val_bpb {s.baseline:.4f} -> {s.best:.4f} ({-s.gain_percent:+.2f}%)"
+        head += f"; val_bpb {s.baseline:.4f} -> {s.best:.4f} ({signed(-s.gain_percent, 2)}%)"
     return head
 
 
