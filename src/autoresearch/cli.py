@@ -28,12 +28,16 @@ Start here:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from autoresearch import clihelp
     from autoresearch.data.sources import dataset_names
+    from autoresearch.proposers import NAMES as PROPOSERS
+    from autoresearch.proposers.cmd import AGENTS
     from autoresearch.settings import PRESETS
 
     parser = argparse.ArgumentParser(
         prog="autoresearch", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--version", action="version", version=f"autoresearch {clihelp.version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("init", help="create a research workspace (a git repository)",
@@ -66,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("loop", help="run experiments autonomously until a limit",
                        description="Measure the baseline, then propose, run and decide experiments until "
                        "--max-experiments or --hours is reached (or Ctrl-C). Resumes where it stopped.")
-    p.add_argument("--proposer", help="who proposes changes: search (built-in, offline; the default), llm (a chat "
+    p.add_argument("--proposer", choices=PROPOSERS, help="who proposes changes: search (built-in, offline; the default), llm (a chat "
                    "model), cmd (a coding-agent CLI); default: [proposer] name in autoresearch.toml, else search")
     p.add_argument("--max-experiments", type=int, metavar="N", help="stop after N experiments")
     p.add_argument("--hours", type=float, metavar="H", help="stop starting experiments after H hours")
@@ -81,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default OPENAI_API_KEY / ANTHROPIC_API_KEY); keys are never stored")
     g.add_argument("--context-tokens", type=int, metavar="N", help="token budget of the prompt")
     g = p.add_argument_group("cmd proposer")
-    g.add_argument("--agent", help="coding agent preset: claude, codex, aider, gemini, opencode")
+    g.add_argument("--agent", choices=list(AGENTS), help="coding agent preset (the cmd proposer with its command line)")
     g.add_argument("--command", dest="agent_command", metavar="TEMPLATE",
                    help="custom agent command; placeholders {prompt} {prompt_file} {workspace} {description_file} {model}")
     g.add_argument("--agent-timeout", type=float, metavar="SECONDS", help="time limit of the agent per proposal")
@@ -98,9 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-cost", type=float, metavar="USD", help="stop proposing once this much was spent")
     g.add_argument("--max-tokens", type=int, metavar="N", help="stop proposing once this many tokens were spent")
 
-    p = sub.add_parser("status", help="best result, noise, the keep rule and the last experiments")
-    p.add_argument("--last", type=int, default=12, help="how many recent runs to list")
+    p = sub.add_parser("status", help="best result, noise, the keep rule and the last experiments",
+                       description="The summary (baseline, best, gain, noise, pace, cost) and the last runs. On a "
+                       "terminal a table fitted to its width; piped, plain text with the runs tab-separated.")
+    p.add_argument("--last", type=int, default=12, metavar="N", help="how many recent runs to list (default: %(default)s)")
+    p.add_argument("--rule", action="store_true", help="show the whole keep rule with its numbers, not one line")
+    p.add_argument("--json", action="store_true", help="print the state document as JSON (docs/json.md), the "
+                   "dashboard's /api/state")
+    p = sub.add_parser("logs", help="print a run's train.log (-f: follow the run under way)",
+                       description="Print the train.log of a run of this workspace. RUN is a run id as in the run_id "
+                       "column of results.tsv (e.g. 0003), or `last` for the newest run.")
+    p.add_argument("run", metavar="RUN", help="run id (e.g. 0003) or `last`")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing what the run writes until it has "
+                   "ended (Ctrl-C stops following)")
     _add_report_parsers(sub)
+    clihelp.finish(sub)
     return parser
 
 
@@ -134,25 +150,12 @@ def _add_report_parsers(sub) -> None:
                    help=f"how often the page refreshes (default {DEFAULT_INTERVAL:g})")
 
 
-def _results_folder(path: Path | None) -> Path:
-    """The folder named, else the workspace around the current folder, else the current folder."""
-    from autoresearch import workspace
-    from autoresearch.errors import ReportError, WorkspaceError
-
-    if path is not None:
-        if not path.is_dir():
-            raise ReportError(f"{path} is not a folder: name the folder that holds results.tsv")
-        return path
-    try:
-        return workspace.find().root
-    except WorkspaceError:
-        return Path.cwd()
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     from autoresearch.report.build import build
 
-    built = build(_results_folder(args.folder), args.out)
+    from autoresearch.report.reading import results_folder
+
+    built = build(results_folder(args.folder, "report"), args.out)
     print(f"wrote {built.progress}")
     print(f"wrote {built.report}")
     return 0
@@ -161,7 +164,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from autoresearch.report.dashboard import serve
 
-    serve(_results_folder(args.folder), port=args.port, interval_s=args.interval)
+    from autoresearch.report.reading import results_folder
+
+    serve(results_folder(args.folder, "dashboard"), port=args.port, interval_s=args.interval)
     return 0
 
 
@@ -283,16 +288,35 @@ def stopped_by_signals(resume: str):
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
     from autoresearch import status, workspace
     from autoresearch.ledger import Ledger
 
     ws = workspace.find()
-    status.render(Ledger.open(ws.ledger_path).rows, ws.settings(), last=args.last)
+    if args.json:
+        from autoresearch.report.state import document
+
+        print(json.dumps(document(ws.root), indent=2, allow_nan=False))
+        return 0
+    status.render(Ledger.open(ws.ledger_path).rows, ws.settings(), last=args.last, rule=args.rule)
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from autoresearch import logs
+    from autoresearch.report.reading import results_folder
+
+    folder = results_folder(None, "logs")
+    try:
+        logs.show(folder, logs.resolve(folder, args.run), follow=args.follow)
+    except BrokenPipeError:  # `autoresearch logs last | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
 COMMANDS = {"init": cmd_init, "prepare": cmd_prepare, "run": cmd_run, "loop": cmd_loop, "status": cmd_status}
-COMMANDS.update(report=cmd_report, dashboard=cmd_dashboard)
+COMMANDS.update(report=cmd_report, dashboard=cmd_dashboard, logs=cmd_logs)
 
 
 def main(argv: list[str] | None = None) -> int:

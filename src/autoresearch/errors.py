@@ -47,3 +47,7 @@ class ReportError(AutoresearchError):
 
 class LedgerError(AutoresearchError):
     """A results ledger (results.tsv) that cannot be read as it is: the message names the file, the line and the fix."""
+
+
+class UnknownRunError(ReportError):
+    """A run id that names no run of the folder (`autoresearch logs`): the message gives the known range."""

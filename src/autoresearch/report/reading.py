@@ -94,6 +94,30 @@ class Research:
         return out
 
 
+def results_folder(path: Path | None, command: str) -> Path:
+    """The folder `command` reads: the one named, else the workspace around the current folder, else the
+    current folder. A ReportError when it holds no results.tsv and is no workspace (nothing to show)."""
+    from autoresearch import workspace
+    from autoresearch.errors import WorkspaceError
+
+    if path is not None and not Path(path).is_dir():
+        raise ReportError(f"{path} is not a folder: name the folder that holds results.tsv")
+    if path is not None:
+        folder = Path(path)
+    else:
+        try:
+            folder = workspace.find().root
+        except WorkspaceError:
+            folder = Path.cwd()
+    if not (folder / LEDGER_FILE).exists() and not (folder / settings_mod.SETTINGS_FILE).exists():
+        where = "" if path is not None else " (the current folder)"
+        raise ReportError(
+            f"no {LEDGER_FILE} in {folder.resolve()}{where}, and it is not in an autoresearch workspace: "
+            f"start one with `autoresearch init DIR`, or name the folder that holds {LEDGER_FILE} "
+            f"(`autoresearch {command} FOLDER`)")
+    return folder
+
+
 def ledger_path(folder: Path) -> Path:
     return Path(folder) / LEDGER_FILE
 
