@@ -70,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("loop", help="run experiments autonomously until a limit",
                        description="Measure the baseline, then propose, run and decide experiments until "
                        "--max-experiments or --hours is reached (or Ctrl-C). Resumes where it stopped.")
-    p.add_argument("--proposer", choices=PROPOSERS, help="who proposes changes: search (built-in, offline; the default), llm (a chat "
-                   "model), cmd (a coding-agent CLI); default: [proposer] name in autoresearch.toml, else search")
+    p.add_argument("--proposer", choices=PROPOSERS,
+                   help="who proposes changes: search (built-in, offline; the default), llm (a chat model), cmd (a "
+                   "coding-agent CLI); default: [proposer] name in autoresearch.toml, else search")
     p.add_argument("--max-experiments", type=int, metavar="N", help="stop after N experiments")
     p.add_argument("--hours", type=float, metavar="H", help="stop starting experiments after H hours")
     p.add_argument("--tag", help="research branch autoresearch/TAG (default: the current one, or today's date)")
@@ -105,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="best result, noise, the keep rule and the last experiments",
                        description="The summary (baseline, best, gain, noise, pace, cost) and the last runs. On a "
                        "terminal a table fitted to its width; piped, plain text with the runs tab-separated.")
-    p.add_argument("--last", type=int, default=12, metavar="N", help="how many recent runs to list (default: %(default)s)")
+    p.add_argument("--last", type=int, default=12, metavar="N",
+                   help="how many recent runs to list (default: %(default)s)")
     p.add_argument("--rule", action="store_true", help="show the whole keep rule with its numbers, not one line")
     p.add_argument("--json", action="store_true", help="print the state document as JSON (docs/json.md), the "
                    "dashboard's /api/state")
