@@ -151,6 +151,27 @@ def test_run_takes_the_edit_in_the_working_tree_as_a_plain_write(workspace):
         assert loop.run_edit("nothing") is None
 
 
+def test_run_with_an_edit_of_another_file_is_invalid_and_sets_the_edit_aside(workspace):
+    """program.md: only train.py may change; any other change makes the run invalid and is reverted.
+    `run` keeps the whole edit as a git stash, so the agent loses nothing."""
+    ws = workspace()
+    with Loop.open(ws.root, tag="t", log=lambda _: None, executor=ScriptedExecutor(ws)) as loop:
+        loop.run(None)  # the baseline
+    prepare = (ws.root / "prepare.py").read_text()
+    (ws.root / "prepare.py").write_text(prepare + "\nTIME_BUDGET = 1e9\n")
+    ws.train_py.write_text(marked(ws.train_py.read_text(), **BETTER))
+    (ws.root / "helper.py").write_text("X = 1\n")
+    with Loop.open(ws.root, tag="t", log=lambda _: None, executor=ScriptedExecutor(ws), edited_train=True) as loop:
+        rows = loop.run_edit("a longer budget")
+    assert [(r.status, r.rule, r.description) for r in rows] == [("invalid", "guard", "a longer budget")]
+    assert rows[0].reason == "changed files other than train.py: helper.py, prepare.py (set aside as `git stash` stash@{0})"
+    assert (rows_of(ws)[-1].status, rows_of(ws)[-1].reason) == (rows[0].status, rows[0].reason)
+    assert (ws.root / "prepare.py").read_text() == prepare and not (ws.root / "helper.py").exists()
+    assert ws.git.dirty_paths() == [] and "scripted" not in ws.train_py.read_text()
+    stashed = ws.git.run("stash", "show", "--include-untracked", "--name-only", "stash@{0}").split()
+    assert sorted(stashed) == ["helper.py", "prepare.py", "train.py"]  # nothing of the edit is lost
+
+
 # --- a SIGKILL at every phase -------------------------------------------------------------------
 
 PHASES = ("proposed", "committed", "running", "finished", "decided", "recorded")

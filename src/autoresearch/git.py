@@ -173,6 +173,12 @@ class Git:
         self.move_branch(rev)
         self.clean_untracked()
 
+    def stash_all(self, message: str) -> str:
+        """Every uncommitted change (untracked files too, not ignored ones) set aside as a git stash,
+        the working tree back at HEAD. Returns the stash's name (`stash@{0}`)."""
+        self.run("stash", "push", "--include-untracked", "-m", message, env=self.identity_env())
+        return "stash@{0}"
+
     def tracked_files(self, rev: str) -> dict[str, bytes]:
         """Every file of commit `rev`: path -> content."""
         return {path: self.show(rev, path) for path in self.run("ls-tree", "-r", "--name-only", rev).splitlines()}

@@ -109,6 +109,7 @@ class Loop:
         self.failures = 0  # proposals that failed in a row
         self.decided: dict[str, list[Row]] = {}  # candidate commit -> its rows, decided by this object
         self.resumed = 0  # experiments the last run() took over from a killed loop
+        self.set_aside: list[str] = []  # files besides train.py that `run` found changed (and stashed)
         self.best = ""  # where the loop left the branch: the best commit
         self._files: dict[str, dict[str, str]] = {}  # commit -> its files, for jobs
 
@@ -120,13 +121,16 @@ class Loop:
 
         `executor`: local or ray (make_executor), or an executor to use as it is.
         `edited_train`: a change to train.py in the working tree is expected (`autoresearch run`);
-        any other uncommitted change is refused."""
+        a change to any other file makes it invalid: it is set aside (a git stash) and recorded by
+        `run_edit`."""
+        set_aside = _set_aside_other_edits(find(root)) if edited_train else []
         ws, settings, prepared = open_workspace(root)
         ex = make_executor(executor, ws, settings, workers, ray_address, cpus_per_run) \
             if isinstance(executor, str) else executor
         try:
             loop = cls(ws, settings, prepared, ex, log)
-            if not loop._left_work():  # else recovery decides what the tree's changes are
+            loop.set_aside = set_aside
+            if not _left_work(ws):  # else recovery decides what the tree's changes are
                 loop._check_clean(edited_train)
             _enter_branch(ws, tag, log)
             loop._recover()
@@ -156,12 +160,6 @@ class Loop:
             raise WorkspaceError(
                 f"uncommitted changes in {', '.join(dirty[:5])}: commit or stash them first "
                 "(the loop resets the working tree between experiments)")
-
-    def _left_work(self) -> bool:
-        """Whether a killed loop left something under way here."""
-        path = self.ws.state_dir / FLIGHTS_FILE
-        return (self.ws.state_dir / OLD_STATE_FILE).exists() or (
-            path.exists() and path.read_text().strip() not in ("", "[]"))
 
     # --- persistence and recovery ---------------------------------------------------------------
 
@@ -349,6 +347,12 @@ class Loop:
     def run_edit(self, message: str) -> list[Row] | None:
         """`autoresearch run`: the change to train.py in the working tree, run and decided (after
         the baseline, if it is not measured yet). Its rows; None when train.py is unchanged."""
+        if self.set_aside:
+            row = self.research.refused_edit_row(Proposal(message or "(no description)"), MANUAL, self.head,
+                                                 self.set_aside, stashed=True)
+            self.research.record([row])
+            self.log(f"invalid: {row.description!r} {row.reason}")
+            return [row]
         pending = None
         if self.ws.git.dirty_paths():  # nothing runs while it is captured; run() ends what it starts
             pending, rows = self._capture(Proposal(message or "(no description)"), MANUAL)
@@ -643,6 +647,26 @@ class Loop:
         if queue:
             self.flights.append(combination)
         return combination, f"its change on {head[:7]} is the next experiment"
+
+
+def _set_aside_other_edits(ws: Workspace) -> list[str]:
+    """`autoresearch run` with changes to other files than train.py: the whole change (train.py's
+    edit too) is set aside as a git stash, so that the tree is the best again and nothing is lost;
+    the run is then recorded `invalid`. The paths besides train.py; [] when only train.py changed
+    (or a killed loop left work here: recovery decides what the tree's changes are)."""
+    if not ws.git.is_repo() or _left_work(ws):
+        return []
+    others = sorted(set(ws.git.dirty_paths()) - {TRAIN_FILE})
+    if others:
+        ws.git.stash_all(f"autoresearch run: an edit that changed {', '.join(others[:5])}")
+    return others
+
+
+def _left_work(ws: Workspace) -> bool:
+    """Whether a killed loop left something under way here."""
+    path = ws.state_dir / FLIGHTS_FILE
+    return (ws.state_dir / OLD_STATE_FILE).exists() or (
+        path.exists() and path.read_text().strip() not in ("", "[]"))
 
 
 def _enter_branch(ws: Workspace, tag: str | None, log: Callable[[str], None]) -> None:

@@ -284,11 +284,17 @@ class Research:
         others = sorted(set(changed) - {TRAIN_FILE})
         nodes = complexity.measure(self.ws.train_py.read_text(errors="replace")) if self.ws.train_py.exists() \
             else None
+        return self.refused_edit_row(proposal, proposer, parent, others, nodes)
+
+    def refused_edit_row(self, proposal: Proposal, proposer: str, parent: str, others: list[str],
+                         nodes: int | None = None, stashed: bool = False) -> Row:
+        """The `invalid` row of a change that touched `others` besides train.py."""
         before = self.complexity_of(parent)
+        undone = "set aside as `git stash` stash@{0}" if stashed else "reverted"
         return Row(commit=parent, val_bpb=None, memory_gb=None, status="invalid", description=proposal.description,
                    kind="experiment", parent=parent[:7], proposer=proposer, timestamp=now(), complexity=nodes,
                    complexity_delta=nodes - before if nodes is not None and before is not None else None,
-                   rule="guard", reason=f"changed files other than train.py: {', '.join(others)} (reverted)",
+                   rule="guard", reason=f"changed files other than train.py: {', '.join(others)} ({undone})",
                    fingerprint=self.fingerprint, cost_usd=proposal.cost_usd or None, tokens=proposal.tokens or None)
 
     def failed_proposal_row(self, error: ProposerError, proposer: str, parent: str, stamp: str, flags: str) -> Row:
