@@ -172,25 +172,15 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_overrides(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise AutoresearchError(f"--set takes KEY=VALUE, got {item!r}")
-        out[key.strip()] = value.strip()
-    return out
-
-
 def cmd_init(args: argparse.Namespace) -> int:
-    from autoresearch import devices, settings, workspace
+    from autoresearch import devices, initsettings, workspace
 
-    preset = args.preset
+    asked = initsettings.request(args.preset, args.dataset, args.budget, args.set)
+    preset = asked.preset
     if preset is None:
         preset = devices.preset_for_machine()
         print(f"picked preset '{preset}' for this machine: {devices.describe()} (choose with --preset)")
-    overrides = _parse_overrides(args.set)
-    s = settings.from_preset(preset, dataset=args.dataset, time_budget=args.budget, **overrides)
+    s = asked.settings(preset)
     ws = workspace.init(args.directory, s)
     print(f"created workspace {ws.root} (preset {s.preset}, dataset {s.dataset}, budget {s.time_budget:g} s)")
     print(f"next: cd {ws.root} && autoresearch prepare")

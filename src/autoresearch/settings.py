@@ -11,8 +11,10 @@ The presets, and why their numbers are what they are, are documented in docs/pre
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
+import math
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -241,77 +243,115 @@ PRESETS: dict[str, Preset] = {
 def from_preset(name: str, **overrides: Any) -> Settings:
     """Settings of a named preset with some values replaced (None means keep the preset's)."""
     if name not in PRESETS:
-        raise SettingsError(
-            f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}"
-        )
+        raise SettingsError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
     values: dict[str, Any] = {"preset": name, **PRESETS[name].values}
-    known = {f.name for f in fields(Settings)}
     for key, value in overrides.items():
         if value is None:
             continue
-        if key not in known:
-            raise SettingsError(f"unknown setting {key!r}; known settings: {', '.join(sorted(known))}")
+        check_key(key)
+        if key == "preset" and value != name:
+            raise SettingsError(f"preset {value!r} disagrees with the preset {name!r} these settings start from")
         values[key] = value
     settings = _build(values)
     validate(settings)
     return settings
 
 
+def check_key(key: str) -> None:
+    """Refuse a name that is no setting, listing the close ones (or all of them)."""
+    known = [f.name for f in fields(Settings)]
+    if key in known:
+        return
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(close)}?" if close else f"valid keys: {', '.join(sorted(known))}"
+    raise SettingsError(f"unknown setting {key!r}; {hint}")
+
+
+_KIND_WORDS = {"int": "int (a whole number)", "float": "float (a finite number)", "str": "str (text)"}
+
+
+def coerce(key: str, value: Any) -> Any:
+    """`value` (as typed on the command line or read from TOML) as the type of setting `key`."""
+    check_key(key)
+    kind = {f.name: f.type for f in fields(Settings)}[key]
+    kind = kind if isinstance(kind, str) else kind.__name__
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        if kind == "int":
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if kind == "float":
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError
+            return number
+        if not isinstance(value, str):
+            raise ValueError
+        return value
+    except (TypeError, ValueError, OverflowError):
+        raise SettingsError(f"setting {key} must be {_KIND_WORDS.get(kind, kind)}, got {value!r}") from None
+
+
+def _at_least(s: Settings, key: str, low: float, why: str = "") -> None:
+    value = getattr(s, key)
+    if value < low:
+        rule = "must not be negative" if low == 0 else f"must be >= {low:g}"
+        raise SettingsError(f"{key} {rule}{why}, got {value:g}")
+
+
 def validate(s: Settings) -> None:
-    """Reject values that cannot work, with the fix in the message."""
+    """Reject values that cannot work: each message names one setting, its range and the value."""
     from autoresearch.data.sources import parse_dataset  # late: data imports settings
 
+    if s.preset not in PRESETS:
+        raise SettingsError(f"unknown preset {s.preset!r} (setting preset); choose one of: {', '.join(PRESETS)}")
     parse_dataset(s.dataset)  # raises on an unknown dataset
     if s.time_budget <= 0:
-        raise SettingsError(f"time_budget must be positive seconds, got {s.time_budget}")
-    if s.max_seq_len < 8:
-        raise SettingsError(f"max_seq_len must be at least 8 tokens, got {s.max_seq_len}")
+        raise SettingsError(f"time_budget must be positive seconds, got {s.time_budget:g}")
+    _at_least(s, "max_seq_len", 8, " tokens")
     if s.eval_tokens < s.max_seq_len:
         raise SettingsError(
-            f"eval_tokens ({s.eval_tokens}) must be at least one row of max_seq_len ({s.max_seq_len})"
-        )
+            f"eval_tokens must be at least one row of max_seq_len ({s.max_seq_len}), got {s.eval_tokens}")
     if not 256 + 4 < s.vocab_size <= 65536:
         raise SettingsError(
-            f"vocab_size must be between 261 and 65536 (256 bytes + merges + 4 specials), got {s.vocab_size}"
-        )
-    if s.startup_allowance < 0 or s.hard_limit < 0:
-        raise SettingsError("startup_allowance and hard_limit must not be negative")
+            f"vocab_size must be between 261 and 65536 (256 bytes + merges + 4 specials), got {s.vocab_size}")
+    _at_least(s, "train_shards", 1)
+    _at_least(s, "max_doc_chars", 0, " (0 = never split)")
+    _at_least(s, "tokenizer_max_chars", 1)
+    _at_least(s, "tokenizer_doc_cap", 1)
+    _at_least(s, "val_permille", 1)
+    _at_least(s, "heldout_permille", 1)
+    if s.val_permille + s.heldout_permille >= 500:
+        raise SettingsError(f"heldout_permille must be below {500 - s.val_permille} (500 - val_permille "
+                            f"{s.val_permille}: less than half the data outside train), got {s.heldout_permille}")
+    _at_least(s, "startup_allowance", 0)
+    _at_least(s, "hard_limit", 0, " (0 = the default)")
     if s.hard_limit and s.hard_limit < s.deadline:
         raise SettingsError(
-            f"hard_limit ({s.hard_limit} s) is shorter than budget + allowance ({s.deadline} s); "
-            "raise it or set it to 0 for the default"
-        )
-    if s.eval_batch_size < 1 or s.baseline_runs < 1 or s.confirm_runs < 0:
-        raise SettingsError("eval_batch_size and baseline_runs must be >= 1, confirm_runs >= 0")
-    if not (s.val_permille > 0 and s.heldout_permille > 0 and s.val_permille + s.heldout_permille < 500):
-        raise SettingsError("val_permille and heldout_permille must be positive and sum below 500")
-    if s.confirm_z > s.keep_z or s.min_noise < 0:
-        raise SettingsError("need confirm_z <= keep_z and min_noise >= 0")
-    if not 0 <= s.simplify_z <= s.keep_z:
-        raise SettingsError(f"need 0 <= simplify_z <= keep_z ({s.keep_z:g}), got simplify_z {s.simplify_z:g}")
+            f"hard_limit ({s.hard_limit:g} s) is shorter than budget + allowance ({s.deadline:g} s); "
+            "raise it or set it to 0 for the default")
+    _at_least(s, "eval_batch_size", 1)
+    _at_least(s, "baseline_runs", 1)
+    _at_least(s, "confirm_runs", 0)
+    _at_least(s, "keep_z", 0)
+    if not 0 <= s.confirm_z <= s.keep_z:
+        raise SettingsError(f"need 0 <= confirm_z <= keep_z ({s.keep_z:g}), got confirm_z {s.confirm_z:g}")
+    _at_least(s, "min_noise", 0)
+    _at_least(s, "heldout_tolerance", 0)
+    _at_least(s, "complexity_cost", 0)
     if s.simplify_nodes < 1:
         raise SettingsError(f"simplify_nodes must be >= 1 (0 would call every unchanged-size change simpler), "
                             f"got {s.simplify_nodes}")
-    if min(s.complexity_cost, s.memory_free, s.memory_cost, s.max_memory_gb) < 0:
-        raise SettingsError("complexity_cost, memory_free, memory_cost and max_memory_gb must not be negative")
+    if not 0 <= s.simplify_z <= s.keep_z:
+        raise SettingsError(f"need 0 <= simplify_z <= keep_z ({s.keep_z:g}), got simplify_z {s.simplify_z:g}")
+    for key in ("memory_free", "memory_cost", "max_memory_gb"):
+        _at_least(s, key, 0)
 
 
 def _build(values: dict[str, Any]) -> Settings:
-    types = {f.name: f.type for f in fields(Settings)}
-    coerced: dict[str, Any] = {}
-    for key, value in values.items():
-        kind = types[key]
-        try:
-            if kind in ("int", int):
-                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                    raise ValueError
-                coerced[key] = int(value)
-            elif kind in ("float", float):
-                coerced[key] = float(value)
-            else:
-                coerced[key] = str(value)
-        except (TypeError, ValueError):
-            raise SettingsError(f"setting {key} must be {kind}, got {value!r}") from None
+    coerced = {key: coerce(key, value) for key, value in values.items()}
     try:
         return Settings(**coerced)
     except TypeError as e:
@@ -358,8 +398,9 @@ def save(s: Settings, workspace: Path) -> Path:
     return path
 
 
-def load(workspace: Path) -> Settings:
-    """Read and verify a workspace's settings."""
+def load(workspace: Path, frozen: str | None = None) -> Settings:
+    """Read and verify a workspace's settings; `frozen` is the file as init wrote it, when known
+    (from git), so that a change names the setting that changed."""
     path = Path(workspace) / SETTINGS_FILE
     if not path.exists():
         raise SettingsError(
@@ -371,7 +412,15 @@ def load(workspace: Path) -> Settings:
         raise SettingsError(
             f"{path} is not valid TOML ({e}); restore it with `git checkout -- {SETTINGS_FILE}`"
         ) from None
-    recorded = doc.get("frozen", {}).get("settings_sha256")
+    values = _values(doc, path)
+    if doc.get("frozen", {}).get("settings_sha256") != _hash_values(values):
+        raise SettingsError(_changed_message(path, values, frozen))
+    settings = _build(values)
+    validate(settings)
+    return settings
+
+
+def _values(doc: dict[str, Any], path: Path) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for section, names in SECTIONS.items():
         table = doc.get(section, {})
@@ -382,12 +431,26 @@ def load(workspace: Path) -> Settings:
                 f"restore it with `git checkout -- {SETTINGS_FILE}`"
             )
         values.update(table)
-    if recorded != _hash_values(values):
-        raise SettingsError(
-            f"{path} was changed after init (its values no longer match settings_sha256); "
-            f"restore it with `git checkout -- {SETTINGS_FILE}`, or run `autoresearch init` "
-            "for a new workspace with other settings"
-        )
-    settings = _build(values)
-    validate(settings)
-    return settings
+    return values
+
+
+def _changed_message(path: Path, values: dict[str, Any], frozen: str | None) -> str:
+    """Why an edited autoresearch.toml is refused: the first setting that differs from the frozen
+    file (when that is known and intact), its frozen value and the new one, and what to do."""
+    fix = (f"restore it with `git checkout -- {SETTINGS_FILE}`, or run `autoresearch init` "
+           "for a new workspace with other settings")
+    before: dict[str, Any] = {}
+    try:
+        doc = tomllib.loads(frozen or "")
+        if doc.get("frozen", {}).get("settings_sha256") == _hash_values(_values(doc, path)):
+            before = _values(doc, path)
+    except (tomllib.TOMLDecodeError, SettingsError):
+        pass
+    changed = [key for key in HELP if key in before and before[key] != values.get(key)]
+    if not changed:
+        return f"{path} was changed after init (its values no longer match settings_sha256); {fix}"
+    key = changed[0]
+    more = f" (and {len(changed) - 1} other setting(s))" if len(changed) > 1 else ""
+    new = repr(values[key]) if key in values else "missing"
+    return (f"setting {key} was changed after init from {before[key]!r} to {new}{more}; settings are frozen "
+            f"so that results stay comparable: {fix}")

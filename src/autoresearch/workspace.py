@@ -100,7 +100,17 @@ class Workspace:
         return self.root / NOTES_FILE
 
     def settings(self) -> Settings:
-        return settings_mod.load(self.root)
+        try:
+            return settings_mod.load(self.root)
+        except settings_mod.SettingsError:  # again, to name the changed setting from git's copy
+            return settings_mod.load(self.root, frozen=self.frozen_settings_text())
+
+    def frozen_settings_text(self) -> str | None:
+        """autoresearch.toml as `init` committed it (in the first commit), or None when unknown."""
+        roots = (self.git.read("rev-list", "--max-parents=0", "HEAD") or "").split()
+        if len(roots) != 1:
+            return None
+        return self.git.read("show", f"{roots[0]}:{settings_mod.SETTINGS_FILE}")
 
     def check_fixed_files(self) -> list[str]:
         """Fixed files that are not what the harness wrote; empty when all is well."""
