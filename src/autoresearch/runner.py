@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from autoresearch import atomic, containment, guard, processes
+from autoresearch.crashlog import crash_cause
 from autoresearch.data.shards import file_sha256
 from autoresearch.evaluator import EvalSpec
 from autoresearch.handover import ENV_HANDOVER_FD, ENV_RUN_DIR
@@ -175,7 +176,8 @@ class Runner:
             return
         if proc.returncode != 0:
             result.outcome = "crash"
-            result.error = f"train.py exited with code {proc.returncode}" + (
+            cause = crash_cause(log_text)
+            result.error = (str(cause) if cause else f"train.py exited with code {proc.returncode}") + (
                 " after the hand-over" if result.handover_seconds is not None else "")
             result.log_tail = tail(log_text)
         elif result.handover_seconds is None:
