@@ -319,3 +319,41 @@ def test_a_resumed_experiment_counts_as_one_of_max_experiments(workspace):
     assert line.startswith("1 experiment(s) decided (1 resumed): 1 kept, 0 not kept; best val_bpb 2.0")
     assert set(experiments(ws)) == {"a loss", "the gain"}
     consistent(ws)
+
+
+def test_agent_failures_within_a_second_keep_distinct_folders_and_rows(workspace, tmp_path):
+    import shlex
+    import sys
+
+    from autoresearch.errors import ProposerError
+    from autoresearch.proposers.cmd import CmdProposer
+    from autoresearch.proposers.config import ProposerConfig
+    from autoresearch.research import MAX_PROPOSER_FAILURES
+
+    ws = workspace()
+    agent = tmp_path / "agent.py"
+    agent.write_text("import sys\nprint('error: unknown flag')\nprint(\"For more information, try '--help'.\")\n"
+                     "sys.exit(2)\n")
+    config = ProposerConfig(name="cmd", command=f"{shlex.quote(sys.executable)} {shlex.quote(str(agent))}")
+    with open_loop(ws) as loop, pytest.raises(ProposerError, match="exited with code 2"):
+        loop.run(CmdProposer(config, log=lambda _: None), Limits(max_experiments=3))
+    failed = [r for r in rows_of(ws) if r.rule == "proposal-failed"]
+    assert len(failed) == MAX_PROPOSER_FAILURES
+    assert {r.description for r in failed} == {"agent proposal (custom command)"}
+    assert all("exited with code 2" in r.reason and "For more information, try '--help'." in r.reason for r in failed)
+    folders = [r.flags.removeprefix("files in ") for r in failed]
+    assert len(set(folders)) == len(folders) == len(list((ws.runs_dir / "failed").iterdir()))
+    for folder in folders:
+        assert "For more information" in (ws.root / folder / "agent.log").read_text()
+
+
+def test_a_failed_proposal_never_takes_or_deletes_an_existing_folder(workspace):
+    from autoresearch.proposers.base import begin_proposal, keep_failed_proposal
+
+    ws = workspace()
+    kept = []
+    for i in range(3):
+        (begin_proposal(ws) / "agent.log").write_text(f"attempt {i}\n")
+        kept.append(keep_failed_proposal(ws, "20261202T120000Z"))
+    assert [p.name for p in kept] == ["20261202T120000Z", "20261202T120000Z-2", "20261202T120000Z-3"]
+    assert [(p / "agent.log").read_text() for p in kept] == [f"attempt {i}\n" for i in range(3)]

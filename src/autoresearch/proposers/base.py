@@ -8,6 +8,7 @@ the outcome (`observe`), so it can learn from every result, crashes included.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -107,13 +108,26 @@ def copy_proposal_files(ws: Workspace, run_dir: Path, folder: Path | None = None
 
 
 def keep_failed_proposal(ws: Workspace, stamp: str) -> Path | None:
-    """Move the files of a proposal that never became a run to runs/failed/<stamp>/; its path."""
+    """Move the files of a proposal that never became a run to a new runs/failed/<stamp>[-N]/; its path."""
     folder = proposal_dir(ws)
     if not folder.is_dir() or not any(folder.iterdir()):
         return None
-    dest = ws.runs_dir / FAILED_DIR / stamp
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.move(str(folder), str(dest))
+    dest = new_folder(ws.runs_dir / FAILED_DIR, stamp)
+    for path in folder.iterdir():
+        shutil.move(str(path), str(dest / path.name))
+    folder.rmdir()
     return dest
+
+
+def new_folder(parent: Path, name: str) -> Path:
+    """A folder `name` under `parent` that did not exist before: `name`, else `name-2`, `name-3`...
+    (created here, so two proposals failing within one second never share or delete one)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for n in itertools.count(1):
+        dest = parent / (name if n == 1 else f"{name}-{n}")
+        try:
+            dest.mkdir()
+            return dest
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")

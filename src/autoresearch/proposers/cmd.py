@@ -183,31 +183,42 @@ def run_agent(argv: list[str], cwd: Path, timeout: float, log_path: Path) -> Age
     return AgentRun(None if timed_out else proc.returncode, timed_out, time.monotonic() - started, len(leftovers))
 
 
-def read_description(ws: Workspace, log_path: Path, agent: str) -> tuple[str, str, str]:
-    """(description, hypothesis, notes) from the agent's proposal.md, else its last output line."""
+def stated_description(ws: Workspace) -> tuple[str, str, str] | None:
+    """(description, hypothesis, notes) from the agent's proposal.md, when it wrote one."""
     path = ws.root / DESCRIPTION_FILE
-    if path.exists():
-        text = path.read_text(encoding="utf-8", errors="replace")
-        path.unlink()
-        try:
-            reply = parse_reply(text)
-            return reply.description, reply.hypothesis, reply.notes
-        except EditError:
-            first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-            if first:
-                return first[:MAX_DESCRIPTION], "", ""
+    if not path.exists():
+        return None
+    text = path.read_text(encoding="utf-8", errors="replace")
+    path.unlink()
+    try:
+        reply = parse_reply(text)
+        return reply.description, reply.hypothesis, reply.notes
+    except EditError:
+        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+        return (first[:MAX_DESCRIPTION], "", "") if first else None
+
+
+def last_output_line(log_path: Path) -> str:
+    """The last non-empty line the agent printed, "" when none."""
     try:
         output = log_path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
-        output = ""
-    lines = [ln.strip() for ln in output.replace("\r", "\n").splitlines() if ln.strip()]
-    if lines:
-        last = lines[-1]
-        for prefix in ("description:", "**description:**"):
-            if last.lower().startswith(prefix):
-                last = last[len(prefix):].strip()
-        if last:
-            return last[:MAX_DESCRIPTION], "", ""
+        return ""
+    lines = [ln.strip() for ln in output.replace("\r", "\n").splitlines()[1:] if ln.strip()]  # [0]: the command
+    return lines[-1] if lines else ""
+
+
+def read_description(ws: Workspace, log_path: Path, agent: str) -> tuple[str, str, str]:
+    """(description, hypothesis, notes) from the agent's proposal.md, else its last output line."""
+    stated = stated_description(ws)
+    if stated:
+        return stated
+    last = last_output_line(log_path)
+    for prefix in ("description:", "**description:**"):
+        if last.lower().startswith(prefix):
+            last = last[len(prefix):].strip()
+    if last:
+        return last[:MAX_DESCRIPTION], "", ""
     return f"change by {agent} (it gave no description)", "", ""
 
 
@@ -251,7 +262,8 @@ class CmdProposer:
         log_file.write_text(f"$ {shlex.join(shown)}\n", encoding="utf-8")
         self.log(f"  {self.agent}: running (time limit {self.config.agent_timeout:g} s)")
         run = run_agent(argv, ws.root, self.config.agent_timeout, log_file)
-        description, hypothesis, agent_notes = read_description(ws, log_file, self.agent)
+        stated = stated_description(ws)
+        description, hypothesis, agent_notes = stated or read_description(ws, log_file, self.agent)
         # with parallel workers, runs under way write their folders while the agent works
         busy = tuple(f"{RUNS_DIR}/{run_id}/" for run_id in ctx.busy_runs)
         discarded = containment.contain(ws, before, allow=ALLOWED + busy).phrases()
@@ -259,7 +271,9 @@ class CmdProposer:
             self.log(f"  {self.agent}: discarded changes beyond train.py: {'; '.join(discarded)}")
         if run.ended_processes:
             discarded.append(f"{run.ended_processes} process(es) it left running were ended")
-        self._check(run, ctx, description, discarded)
+        # A failure is recorded under what was asked (or what the agent said it did), never under
+        # whatever it printed last: that goes into the reason.
+        self._check(run, ctx, stated[0] if stated else f"agent proposal ({self.agent})", discarded, log_file)
         notes.record_proposal(self.name, description, hypothesis, agent_notes)
         params = {"agent": self.agent, "command": shlex.join(shown), "seconds": round(run.seconds, 1),
                   "exit_code": run.exit_code}
@@ -267,8 +281,9 @@ class CmdProposer:
             params["discarded"] = discarded
         return Proposal(description=description, hypothesis=hypothesis, params=params)
 
-    def _check(self, run: AgentRun, ctx: Context, description: str, discarded: list[str]) -> None:
-        where = "its output is in the proposal's agent.log"
+    def _check(self, run: AgentRun, ctx: Context, description: str, discarded: list[str], log_file: Path) -> None:
+        last = last_output_line(log_file)
+        where = "its output is in the proposal's agent.log" + (f" (last line: {last[:160]!r})" if last else "")
         extra = f" (also discarded: {'; '.join(discarded)})" if discarded else ""
         if run.timed_out:
             raise ProposerError(f"{self.agent} did not finish within agent_timeout {self.config.agent_timeout:g} s and "
