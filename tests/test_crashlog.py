@@ -60,7 +60,8 @@ def test_a_crashed_run_records_and_prints_its_exception(make_workspace):
         ws.train_py.write_text(source.replace("t_start = time.time()", "t_start = = time.time()", 1))
         bad_line = ws.train_py.read_text().splitlines().index("t_start = = time.time()") + 1
         rows = loop.run_edit("a typo")
-        ws.train_py.write_text(source.replace("t_start = time.time()", "raise RuntimeError('boom')\nt_start = time.time()", 1))
+        raising = "raise RuntimeError('boom')\nt_start = time.time()"
+        ws.train_py.write_text(source.replace("t_start = time.time()", raising, 1))
         rows += loop.run_edit("a raise")
     typo, boom = rows
     assert (typo.status, typo.reason) == ("crash", f"SyntaxError: invalid syntax (train.py:{bad_line})")

@@ -302,7 +302,8 @@ class Research:
         message = " ".join(str(error).split())
         return Row(
             commit=parent, val_bpb=None, memory_gb=None, status="invalid",
-            description=error.description or f"proposal by {proposer}", kind="experiment", parent=parent[:7], proposer=proposer,
+            description=error.description or f"proposal by {proposer}", kind="experiment", parent=parent[:7],
+            proposer=proposer,
             timestamp=stamp, rule="proposal-failed", reason=message[:300], flags=flags, fingerprint=self.fingerprint,
             cost_usd=error.cost_usd or None, tokens=error.tokens or None,
         )
