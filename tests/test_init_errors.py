@@ -101,5 +101,5 @@ def test_a_changed_frozen_setting_is_refused_by_name(tmp_path, capsys, monkeypat
     assert "setting time_budget was changed after init from 5.0 to 7.0" in err
     assert "git checkout -- autoresearch.toml" in err and len(err.strip().splitlines()) == 1
     toml.write_text(toml.read_text().replace("keep_z = 2.0", "keep_z = 3.0"))
-    assert main(["run", "-m", "x"]) == 1
+    assert main(["loop", "--max-experiments", "1"]) == 1
     assert "time_budget was changed after init from 5.0 to 7.0 (and 1 other setting(s))" in capsys.readouterr().err

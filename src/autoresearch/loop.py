@@ -123,7 +123,7 @@ class Loop:
         `edited_train`: a change to train.py in the working tree is expected (`autoresearch run`);
         a change to any other file makes it invalid: it is set aside (a git stash) and recorded by
         `run_edit`."""
-        set_aside = _set_aside_other_edits(find(root)) if edited_train else []
+        set_aside = _set_aside_other_edits(find(root), log) if edited_train else []
         ws, settings, prepared = open_workspace(root)
         ex = make_executor(executor, ws, settings, workers, ray_address, cpus_per_run) \
             if isinstance(executor, str) else executor
@@ -649,7 +649,7 @@ class Loop:
         return combination, f"its change on {head[:7]} is the next experiment"
 
 
-def _set_aside_other_edits(ws: Workspace) -> list[str]:
+def _set_aside_other_edits(ws: Workspace, log: Callable[[str], None]) -> list[str]:
     """`autoresearch run` with changes to other files than train.py: the whole change (train.py's
     edit too) is set aside as a git stash, so that the tree is the best again and nothing is lost;
     the run is then recorded `invalid`. The paths besides train.py; [] when only train.py changed
@@ -658,7 +658,9 @@ def _set_aside_other_edits(ws: Workspace) -> list[str]:
         return []
     others = sorted(set(ws.git.dirty_paths()) - {TRAIN_FILE})
     if others:
-        ws.git.stash_all(f"autoresearch run: an edit that changed {', '.join(others[:5])}")
+        name = ws.git.stash_all(f"autoresearch run: an edit that changed {', '.join(others[:5])}")
+        log(f"only train.py may change, and this edit also changed {', '.join(others[:5])}: the whole edit is set "
+            f"aside as git stash {name} (`git stash show -p` shows it); the run is invalid")
     return others
 
 
