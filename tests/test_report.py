@@ -225,12 +225,8 @@ def test_a_folder_that_is_not_a_git_repository_has_no_diffs(tmp_path: Path) -> N
     (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe binary", LedgerError, "not a text file"),
     (b"commit,val_bpb,memory_gb,status,description\nabc1234,0.99,44,keep,x\n", LedgerError, "header lacks"),
     (b"commit\tval_bpb\tmemory_gb\tstatus\tdescription\n", ReportError, "no runs yet"),
-    (b"commit\tval_bpb\tmemory_gb\tstatus\tdescription\nabc1234\t0.99\t44.0\tkeep\tok\nabc1235\tlots\t44.0\tdiscard\tx\n",
-     LedgerError, "line 3: a value is not a number: val_bpb 'lots'"),
-    (b"commit\tval_bpb\tmemory_gb\tstatus\tdescription\nabc1234\t0.99\t44.0\tkept\tx\n", LedgerError,
-     "line 2: unknown status 'kept'"),
-    (b"commit\tval_bpb\tmemory_gb\tstatus\tdescription\nabc1234 0.99 44.0 keep x\n", LedgerError,
-     "line 2: 1 tab-separated cell"),
+    (b"commit\tval_bpb\tmemory_gb\tstatus\tdescription\nabc1234\t0.99\t44.0\tkept\tx\n", ReportError,
+     "has no row that can be read"),
 ])
 def test_missing_or_corrupt_ledger_is_a_clear_error(tmp_path: Path, capsys, content, error, expected) -> None:
     if content is not None:
@@ -239,8 +235,27 @@ def test_missing_or_corrupt_ledger_is_a_clear_error(tmp_path: Path, capsys, cont
         build(tmp_path)
     assert main(["report", str(tmp_path)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and expected in err and "Traceback" not in err
+    assert err.splitlines()[-1].startswith("error: ") and expected in err and "Traceback" not in err
     assert not (tmp_path / "report.html").exists() and not (tmp_path / "progress.png").exists()
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"commit\tval_bpb\tmemory_gb\tstatus\tdescription\nabc1234\t0.99\t44.0\tkeep\tok\nabc1235\tlots\t44.0\tdiscard\tx\n",
+     "line 3: a value is not a number: val_bpb 'lots'"),
+    (b"commit\tval_bpb\tmemory_gb\tstatus\tdescription\nabc1234\t0.99\t44.0\tkept\tx\nabc1234\t0.99\t44.0\tkeep\tok\n",
+     "line 2: unknown status 'kept'"),
+    (b"commit\tval_bpb\tmemory_gb\tstatus\tdescription\nabc1234 0.99 44.0 keep x\nabc1234\t0.99\t44.0\tkeep\tok\n",
+     "line 2: 1 tab-separated cell"),
+])
+def test_a_damaged_line_is_a_warning_and_the_report_shows_the_rest(tmp_path: Path, capsys, content, expected) -> None:
+    (tmp_path / "results.tsv").write_bytes(content)
+    assert main(["report", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert err.startswith("warning: ") and f"results.tsv, {expected}" in err and "Traceback" not in err
+    assert (tmp_path / "report.html").exists() and (tmp_path / "progress.png").exists()
+    assert (tmp_path / "results.tsv").read_bytes() == content  # the report changes nothing
+    doc = dashboard.state(tmp_path)
+    assert doc["error"] is None and len(doc["ledger"]) == 1 and expected in doc["warnings"][0]
 
 
 # --- reading run folders ----------------------------------------------------------------------

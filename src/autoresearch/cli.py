@@ -117,6 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN", help="run id (e.g. 0003) or `last`")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing what the run writes until it has "
                    "ended (Ctrl-C stops following)")
+    p = sub.add_parser("ledger", help="check results.tsv against the run folders (and repair it)")
+    p = p.add_subparsers(dest="action", metavar="ACTION", required=True).add_parser(
+        "check", help="report (and with --repair mend) what is wrong with results.tsv",
+        description="Report damaged lines, rows missing from results.tsv that the run folders hold, duplicate "
+        "rows and rows whose run folder is gone; exit 1 if something is wrong. --repair rebuilds results.tsv from "
+        "its readable rows and the run folders, moving damaged lines to results.tsv.damaged: nothing is dropped.")
+    p.add_argument("folder", nargs="?", type=Path, help="folder holding results.tsv and runs/ (default: the "
+                   "workspace around the current folder, else the current folder)")
+    p.add_argument("--repair", action="store_true", help="restore missing rows, set damaged lines aside")
     _add_report_parsers(sub)
     clihelp.finish(sub)
     return parser
@@ -157,7 +166,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     from autoresearch.report.reading import results_folder
 
-    built = build(results_folder(args.folder, "report"), args.out)
+    built = build(results_folder(args.folder, "report"), args.out, warn=lambda line: print(line, file=sys.stderr))
     print(f"wrote {built.progress}")
     print(f"wrote {built.report}")
     return 0
@@ -282,8 +291,7 @@ def stopped_by_signals(resume: str):
 def cmd_status(args: argparse.Namespace) -> int:
     import json
 
-    from autoresearch import status, workspace
-    from autoresearch.ledger import Ledger
+    from autoresearch import ledger_check, status, workspace
 
     ws = workspace.find()
     if args.json:
@@ -291,7 +299,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
         print(json.dumps(document(ws.root), indent=2, allow_nan=False))
         return 0
-    status.render(Ledger.open(ws.ledger_path).rows, ws.settings(), last=args.last, rule=args.rule)
+    contents, warnings = ledger_check.read_for_display(ws.ledger_path, ws.runs_dir) \
+        if ws.ledger_path.exists() else (None, [])
+    for line in warnings:
+        print(line, file=sys.stderr)
+    status.render(contents.rows if contents else [], ws.settings(), last=args.last, rule=args.rule)
     return 0
 
 
@@ -307,8 +319,16 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ledger(args: argparse.Namespace) -> int:
+    from autoresearch.ledger_check import run_check
+
+    from autoresearch.report.reading import results_folder
+
+    return run_check(results_folder(args.folder, "ledger check"), fix=args.repair)
+
+
 COMMANDS = {"init": cmd_init, "prepare": cmd_prepare, "run": cmd_run, "loop": cmd_loop, "status": cmd_status}
-COMMANDS.update(report=cmd_report, dashboard=cmd_dashboard, logs=cmd_logs)
+COMMANDS.update(report=cmd_report, dashboard=cmd_dashboard, logs=cmd_logs, ledger=cmd_ledger)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,9 @@ EXAMPLES: dict[str, str] = {
     "report": """\
   autoresearch report                               # progress.png and report.html in the workspace
   autoresearch report ~/old-runs --out /tmp/r       # any folder with a results.tsv""",
+    "ledger": """\
+  autoresearch ledger check                         # results.tsv against the run folders; exit 1 if wrong
+  autoresearch ledger check --repair                # restore missing rows, set damaged lines aside""",
     "dashboard": """\
   autoresearch dashboard                            # http://127.0.0.1:8765/
   autoresearch dashboard ~/my-research --port 0     # any free port; the URL is printed""",

@@ -49,6 +49,18 @@ class Git:
         proc = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=self.root, capture_output=True, text=True)
         return proc.returncode == 0 and Path(proc.stdout.strip()).resolve() == self.root.resolve()
 
+    def exclude(self, pattern: str) -> None:
+        """Ignore `pattern` in this clone only (.git/info/exclude), without touching the tracked .gitignore."""
+        path = self.root / self.run("rev-parse", "--git-path", "info/exclude")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            text = ""
+        if pattern not in text.splitlines():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text + ("" if not text or text.endswith("\n") else "\n") + pattern + "\n",
+                            encoding="utf-8")
+
     def head(self) -> str:
         return self.run("rev-parse", "HEAD")
 

@@ -35,10 +35,10 @@ from datetime import date
 from pathlib import Path
 
 import autoresearch
-from autoresearch import atomic, devices, processes
+from autoresearch import atomic, devices, ledger_check, processes
 from autoresearch.data.prepare import PreparedData, open_prepared
 from autoresearch.errors import ProposerError, SettingsError, WorkspaceError
-from autoresearch.ledger import Row, render
+from autoresearch.ledger import Row, damaged_path
 from autoresearch.proposers.base import (
     Proposal,
     Proposer,
@@ -130,6 +130,8 @@ class Loop:
         try:
             loop = cls(ws, settings, prepared, ex, log)
             loop.set_aside = set_aside
+            ws.git.exclude(f"/{damaged_path(ws.ledger_path).name}")  # a workspace older than that file
+            ledger_check.restore(loop.research.ledger, ws.runs_dir, log)
             if not _left_work(ws):  # else recovery decides what the tree's changes are
                 loop._check_clean(edited_train)
             _enter_branch(ws, tag, log)
@@ -564,13 +566,10 @@ class Loop:
             changed.append(f"the branch (moved to {git.head()[:7]})")
         if changed:
             git.reset_clean(best)
-        try:
-            ledger = self.ws.ledger_path.read_text(encoding="utf-8")
-        except OSError:
-            ledger = ""
-        if self.research.ledger.rows and ledger != render(self.research.ledger.rows):
-            changed.append(self.ws.ledger_path.name)
-            atomic.write_text(self.ws.ledger_path, render(self.research.ledger.rows))
+        book = self.research.ledger
+        if (book.rows or book.path.exists()) and not book.in_sync():
+            changed.append(book.path.name)
+            book.write(book.rows)  # what the run added is set aside in results.tsv.damaged, not dropped
         if changed:
             what = ", ".join(changed) + " (restored)"
             self.log(f"warning: {what}")
@@ -656,7 +655,7 @@ def _set_aside_other_edits(ws: Workspace, log: Callable[[str], None]) -> list[st
     (or a killed loop left work here: recovery decides what the tree's changes are)."""
     if not ws.git.is_repo() or _left_work(ws):
         return []
-    others = sorted(set(ws.git.dirty_paths()) - {TRAIN_FILE})
+    others = sorted(set(ws.git.dirty_paths()) - {TRAIN_FILE, damaged_path(ws.ledger_path).name})
     if others:
         name = ws.git.stash_all(f"autoresearch run: an edit that changed {', '.join(others[:5])}")
         log(f"only train.py may change, and this edit also changed {', '.join(others[:5])}: the whole edit is set "

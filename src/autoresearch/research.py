@@ -20,7 +20,7 @@ from functools import cached_property
 from autoresearch import complexity, devices, guard
 from autoresearch.decide import Decision, Runs, decide, pooled_sigma
 from autoresearch.errors import ProposerError
-from autoresearch.ledger import Ledger, Row
+from autoresearch.ledger import Ledger, Row, save_row
 from autoresearch.proposers.base import Context, Proposal
 from autoresearch.rundir import RunResult, now
 from autoresearch.settings import Settings
@@ -215,6 +215,14 @@ class Research:
         )
 
     def record(self, rows: list[Row]) -> None:
+        """Append rows to the ledger, each first written into its run folder (row.json), the record a
+        lost ledger row is rebuilt from. A run already recorded (its row put back from its run folder
+        after a kill between the two writes) is not recorded twice."""
+        recorded = self.ledger.run_ids()
+        rows = [r for r in rows if not r.run_id or r.run_id not in recorded]
+        for r in rows:
+            if r.run_id and (self.ws.runs_dir / r.run_id).is_dir():
+                save_row(self.ws.runs_dir / r.run_id, r)
         self.ledger.append(*rows)
 
     # --- the baseline ---------------------------------------------------------------------------

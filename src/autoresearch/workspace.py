@@ -31,6 +31,7 @@ FLIGHTS_FILE = "flights.json"  # in STATE_DIR: what the loop has under way (loop
 FIXED_FILES = (PREPARE_FILE, settings_mod.SETTINGS_FILE)
 GITIGNORE = f"""# written by the harness and the proposers; never committed
 /{LEDGER_FILE}
+/{LEDGER_FILE}.damaged
 /{RUNS_DIR}/
 /{NOTES_FILE}
 /{STATE_DIR}/

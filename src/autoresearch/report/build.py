@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +17,15 @@ class Built:
     research: reading.Research
 
 
-def build(folder: Path, out_dir: Path | None = None) -> Built:
-    """Read `folder` (results.tsv, runs/) and write progress.png and report.html into `out_dir` (default: `folder`)."""
+def build(folder: Path, out_dir: Path | None = None, warn: Callable[[str], None] = lambda _: None) -> Built:
+    """Read `folder` (results.tsv, runs/) and write progress.png and report.html into `out_dir` (default:
+    `folder`); `warn` gets each warning about the ledger's damage (ledger.warnings) first."""
     research = reading.load(folder)
+    for line in research.warnings:
+        warn(line)
+    if not research.records and research.warnings:
+        raise ReportError(f"{research.ledger_path} has no row that can be read (see the warnings): fix its "
+                          "damaged lines, or `autoresearch ledger check --repair` to rebuild it from the run folders")
     if not research.records:
         raise ReportError(f"{research.ledger_path} has no runs yet: run `autoresearch loop` first")
     out = Path(out_dir) if out_dir is not None else research.folder

@@ -190,6 +190,8 @@ def serve(folder: Path, port: int = DEFAULT_PORT, interval_s: float = DEFAULT_IN
     """Serve until Ctrl-C."""
     server = DashboardServer(Site(Path(folder).resolve(), interval_s), port)
     log(f"dashboard of {server.site.folder} on {server.url} (read-only; Ctrl-C to stop)")
+    for line in state(server.site.folder).get("warnings", []):  # also on the page, while they last
+        log(line)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -32,6 +32,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .badge{display:inline-block;padding:0 7px;border-radius:9px;color:#fff;font-size:12px}
 .keep{background:#2ca02c}.discard{background:#8a8a8a}.crash{background:#d62728}.timeout{background:#ff7f0e}.invalid{background:#7f1d7f}
 .bar{height:8px;background:#e6e6e6;border-radius:4px;overflow:hidden;margin:6px 0}.bar div{height:100%;background:#1f77b4;width:0}
+#warnings{background:#fff6e0;color:#6b4a00;border:1px solid #f0d58a;padding:8px 12px;border-radius:6px;margin-bottom:14px;white-space:pre-wrap}
 #error{background:#fde8e8;color:#8a1111;border:1px solid #f5b5b5;padding:8px 12px;border-radius:6px;margin-bottom:14px}
 .warn{color:#b35900}svg{display:block;width:100%;height:auto}
 a{color:#0b62a4;text-decoration:none}a:hover{text-decoration:underline}
@@ -41,6 +42,7 @@ a{color:#0b62a4;text-decoration:none}a:hover{text-decoration:underline}
 <header><h1>autoresearch</h1><span id="folder" class="muted"></span><span id="updated" class="muted">connecting...</span></header>
 <main>
 <div id="error" hidden></div>
+<div id="warnings" hidden></div>
 <div class="grid">
   <section class="card"><h2>Summary</h2><table id="summary"><tbody></tbody></table></section>
   <section class="card"><h2>Now</h2><div id="current">waiting for the first update...</div>
@@ -250,6 +252,11 @@ function render(state) {
     const error = document.getElementById("error");
     error.hidden = !state.error;
     error.textContent = state.error || "";
+  }
+  if (changed("warnings", state.warnings || [])) {  // the ledger's damaged lines (the rows shown are the valid ones)
+    const box = document.getElementById("warnings");
+    box.hidden = !(state.warnings || []).length;
+    box.textContent = (state.warnings || []).join("\n");
   }
   if (changed("summary", state.summary)) renderSummary(state);
   if (changed("current", [state.current, state.baseline_curve, state.best_curve, state.budget_s])) renderCurrent(state);

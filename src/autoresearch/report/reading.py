@@ -6,7 +6,7 @@ train.log, proposal.json, diff.patch, result.json), and, while the loop works, i
 `.autoresearch/flights.json`. So the report also works on a copy of the files, on a machine
 without the data, and on old reference runs.
 
-The ledger is read and validated by `ledger.read`, the run folders by the readers of `rundir`,
+The ledger is read and validated by `ledger.read` (through `ledger_check.read_for_display`), the run folders by the readers of `rundir`,
 diffs that no run folder holds come from `Git.patches`. Nothing here imports torch or the runner:
 the dashboard reloads this every few seconds and the report must start fast.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autoresearch import ledger
+from autoresearch import ledger_check
 from autoresearch import settings as settings_mod
 from autoresearch.errors import ReportError
 from autoresearch.git import Git
@@ -71,6 +71,7 @@ class Research:
     summary: Summary
     settings: Settings | None  # None for a folder without a (valid) autoresearch.toml
     reference: bool  # a plain five-column reference ledger
+    warnings: tuple[str, ...] = ()  # the ledger's damage, one line each (ledger.warnings): the rows shown are the valid ones
 
     @property
     def rows(self) -> list[Row]:
@@ -123,14 +124,15 @@ def ledger_path(folder: Path) -> Path:
 
 
 def load(folder: Path, missing_ok: bool = False) -> Research:
-    """Read a results folder: the ledger (validated: a damaged line is a LedgerError), its summary, and
-    which rows have run folders.
+    """Read a results folder: the ledger (validated: its valid rows are shown, its damaged lines are
+    `warnings`; a file that is not a ledger is a LedgerError), its summary, and which rows have run folders.
 
     `missing_ok`: a folder without results.tsv reads as a research with no runs yet (the dashboard,
     started before the first run is recorded) instead of an error (the report).
     """
     folder = Path(folder).resolve()
     path = ledger_path(folder)
+    warnings: list[str] = []
     if missing_ok and not path.exists():
         rows, reference = [], False
     else:
@@ -138,7 +140,7 @@ def load(folder: Path, missing_ok: bool = False) -> Research:
             raise ReportError(
                 f"no {path.name} in {folder}: run experiments first (`autoresearch loop`), or pass the folder "
                 f"that holds {path.name}")
-        contents = ledger.read(path)
+        contents, warnings = ledger_check.read_for_display(path, folder / RUNS_DIR)
         rows, reference = contents.rows, contents.reference
     if reference:
         rows = _mark_reference_baseline(rows)
@@ -153,7 +155,7 @@ def load(folder: Path, missing_ok: bool = False) -> Research:
         records.append(RunRecord(number=i + 1, row=row, best_before=previous, best=best, run_dir=run_dir))
         previous = best
     return Research(folder=folder, ledger_path=path, records=tuple(records), summary=summary,
-                    settings=settings, reference=reference)
+                    settings=settings, reference=reference, warnings=tuple(warnings))
 
 
 def _mark_reference_baseline(rows: list[Row]) -> list[Row]:

@@ -25,7 +25,7 @@ def error_document(folder: Path, error: str) -> dict:
     """The document of a folder whose ledger cannot be read: `error` says why, the rest is empty."""
     return {"schema_version": SCHEMA_VERSION, "schema": SCHEMA_VERSION, "folder": str(Path(folder).resolve()),
             "error": error, "reference": False, "budget_s": None, "summary": None, "noise": None, "best": None,
-            "rule": None, "ledger": [], "current": None, "baseline_curve": None, "best_curve": None}
+            "rule": None, "ledger": [], "current": None, "baseline_curve": None, "best_curve": None, "warnings": []}
 
 
 def from_research(research: reading.Research) -> dict:
@@ -41,6 +41,7 @@ def from_research(research: reading.Research) -> dict:
                                                "text": status.rule_text(settings, s.sigma)},
         "ledger": [_row(r) for r in research.records], "current": _current(research),
         "baseline_curve": _curve(research.baseline_record()), "best_curve": _curve(best),
+        "warnings": list(research.warnings),  # the ledger's damage (ledger.warnings); the rows are the valid ones
     }
 
 
