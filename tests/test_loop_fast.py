@@ -15,6 +15,7 @@ import time
 import psutil
 import pytest
 
+from autoresearch import ledger
 from autoresearch.ledger import Ledger
 from autoresearch.loop import CANDIDATES, Loop
 from autoresearch.processes import ENV_RUN_ID
@@ -64,6 +65,9 @@ def consistent(ws) -> None:
     assert ws.git.dirty_paths() == []
     for run_id in ids:
         assert RunResult.load(ws.runs_dir / run_id) is not None, run_id
+    for row in rows:  # each row is also in its run folder, the record a lost row is rebuilt from
+        if row.run_id:
+            assert ledger.line(ledger.load_row(ws.runs_dir / row.run_id)) == ledger.line(row), row.run_id
     on_disk = {p.name for p in ws.runs_dir.iterdir() if p.name.isdigit()}
     assert on_disk <= set(ids), f"run folders nobody recorded: {on_disk - set(ids)}"
     for proc in psutil.process_iter(["pid"]):
