@@ -13,6 +13,7 @@ partial or copied without some files, so what is missing or unreadable reads as 
     eval.json         what the harness's evaluator answered                     runner
     inprocess.json    what train.py's own evaluate_bpb computed (informational) train.py, via api.py
     proposal.json     what was proposed, by which proposer                      the loop
+    row.json          its ledger row, cell by cell (ledger.save_row)            the loop, before the ledger
     diff.patch        the change to train.py, parent -> candidate               the loop
     node.log          what a worker printed on stderr (data preparation, errors) the executor
     model-not-sent.txt why a remote run's model did not come back              the ray executor

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from autoresearch.ledger import REFERENCE_COLUMNS, Ledger, Row
+from autoresearch.ledger import REFERENCE_COLUMNS, Ledger, Row, save_row
 from autoresearch.rundir import DIFF_FILE, LOG_FILE, METRICS_FILE, PROPOSAL_FILE, RESULT_FILE
 from autoresearch.workspace import LEDGER_FILE
 
@@ -137,6 +137,7 @@ def _diff(name: str, value: str, rng: random.Random) -> str:
 
 def _run_folder(run_dir: Path, row: Row, shape: Shape, rng: random.Random, diff: str) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
+    save_row(run_dir, row)  # as the loop does: the record a lost ledger row is rebuilt from
     crashed = row.status == "crash"
     steps = shape.steps // 3 if crashed else shape.steps
     final = row.val_bpb if row.val_bpb is not None else shape.baseline + 0.05
