@@ -140,13 +140,18 @@ def test_every_field_of_the_state_document_is_documented(research: Path) -> None
     assert fields - documented == set()
 
 
-def test_status_json_of_a_damaged_ledger_is_an_error(research: Path) -> None:
+def test_status_json_of_a_damaged_ledger_warns_and_holds_the_valid_rows(research: Path) -> None:
     path = research / "results.tsv"
     lines = path.read_text().splitlines()
     lines[3] = lines[3].replace("\tkeep\t", "\tkep\t", 1).replace("\tdiscard\t", "\tdiscrd\t", 1)
     path.write_text("\n".join(lines) + "\n")
     done = cli("status", "--json", cwd=research)
-    assert done.returncode == 1 and done.stdout == "" and "results.tsv, line 4" in done.stderr
+    assert done.returncode == 0 and "results.tsv, line 4" in done.stderr  # a warning, not a refusal
+    doc = json.loads(done.stdout)
+    assert any("results.tsv, line 4" in w for w in doc["warnings"]) and len(doc["ledger"]) == len(lines) - 2
+    (path).write_text("commit,val_bpb\n")  # not a ledger at all: an error
+    done = cli("status", "--json", cwd=research)
+    assert done.returncode == 1 and done.stdout == "" and "header lacks" in done.stderr
 
 
 # --- logs ---------------------------------------------------------------------------------------------

@@ -297,7 +297,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         from autoresearch.report.state import document
 
-        print(json.dumps(document(ws.root), indent=2, allow_nan=False))
+        doc = document(ws.root)
+        for line in doc["warnings"]:
+            print(line, file=sys.stderr)
+        print(json.dumps(doc, indent=2, allow_nan=False))
         return 0
     contents, warnings = ledger_check.read_for_display(ws.ledger_path, ws.runs_dir) \
         if ws.ledger_path.exists() else (None, [])
