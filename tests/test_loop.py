@@ -190,10 +190,14 @@ def test_loop_killed_during_a_run_resumes_with_nothing_lost(make_workspace):
     wait_for(experiment_running, timeout=180)
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
+    key = str(ws.runs_dir.resolve())
+    orphaned = any(proc.info["environ"] and proc.info["environ"].get("AUTORESEARCH_RUN_ID", "").startswith(key)
+                   for proc in psutil.process_iter(["environ"]))  # on a busy machine it may have ended by now
     again = run_cli(ws, "loop", "--max-experiments", "2")
     out, _ = again.communicate(timeout=400)
     assert again.returncode == 0, out
-    assert "recovering: resuming experiment" in out and "ending 1 process(es) left by interrupted run" in out
+    assert "recovering: resuming experiment" in out
+    assert not orphaned or "process(es) left by interrupted run" in out, out
     assert "2 experiment(s) decided (1 resumed)" in out
     rows = consistent(ws, experiments=2)  # the interrupted one (finished on resume) counts as one of the 2
     assert [r.kind for r in rows].count("baseline") == 1
@@ -221,8 +225,10 @@ def test_bad_input_gives_clear_errors(make_workspace, tmp_path, capsys, monkeypa
         Loop.open(ws.root)
     (ws.root / "scratch.txt").unlink()
     monkeypatch.chdir(ws.root)
-    assert main(["loop", "--proposer", "oracle"]) == 1
-    assert "unknown proposer 'oracle'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:  # argparse lists the choices
+        main(["loop", "--proposer", "oracle"])
+    assert exited.value.code == 2
+    assert "invalid choice: 'oracle' (choose from 'search', 'llm', 'cmd')" in capsys.readouterr().err
     from autoresearch import settings, workspace
 
     on_gpu = workspace.init(tmp_path / "gpu", settings.from_preset("gpu", dataset="pystdlib"))
