@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", help="research branch autoresearch/TAG (default: the current one, or today's date)")
     _add_quiet(p)
 
+    p = sub.add_parser("rebaseline", help="measure the current commit anew as the best (a new baseline)",
+                       description="Measure HEAD as a new baseline (baseline_runs runs, kind `rebaseline` in "
+                       "results.tsv); it is the best from then on. Accepts on purpose a branch reset, amended or "
+                       "replaced outside the harness (which `run` and `loop` refuse), or re-measures the best.")
+    p.add_argument("-m", "--message", default="", help="one line: why")
+    _add_quiet(p)
+
     p = sub.add_parser("loop", help="run experiments autonomously until a limit",
                        description="Measure the baseline, then propose, run and decide experiments until "
                        "--max-experiments or --hours is reached (or Ctrl-C). Resumes where it stopped.")
@@ -220,6 +227,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if rows[0].status in ("keep", "discard") else 3
 
 
+def cmd_rebaseline(args: argparse.Namespace) -> int:
+    from autoresearch.loop import Loop
+
+    with stopped_by_signals("autoresearch rebaseline"), Loop.open(accept=True) as loop, _progress(loop, args):
+        loop.rebaseline(args.message)
+    return 0
+
+
 def proposer_settings(name: str | None, args: argparse.Namespace):
     """The proposer's configuration: [proposer] in autoresearch.toml, overridden by the flags."""
     from autoresearch import workspace
@@ -331,7 +346,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"init": cmd_init, "prepare": cmd_prepare, "run": cmd_run, "loop": cmd_loop, "status": cmd_status}
-COMMANDS.update(report=cmd_report, dashboard=cmd_dashboard, logs=cmd_logs, ledger=cmd_ledger)
+COMMANDS.update(report=cmd_report, dashboard=cmd_dashboard, logs=cmd_logs, ledger=cmd_ledger, rebaseline=cmd_rebaseline)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,9 @@ EXAMPLES: dict[str, str] = {
   autoresearch loop --hours 8 --proposer llm --provider anthropic --model claude-sonnet-4-20250514
   autoresearch loop --agent claude --max-experiments 10
   autoresearch loop --workers 4 --hours 2           # four runs at once on this machine""",
+    "rebaseline": """\
+  autoresearch rebaseline -m "accept the reset to abc1234"   # after a refused branch move
+  autoresearch rebaseline                           # measure the best again, on demand""",
     "status": """\
   autoresearch status                               # summary and the last 12 runs
   autoresearch status --last 40 --rule              # more runs, the whole keep rule

@@ -46,7 +46,7 @@ from autoresearch import atomic
 from autoresearch.errors import LedgerError
 
 STATUSES = ("keep", "discard", "crash", "timeout", "invalid")
-KINDS = ("baseline", "experiment", "confirm")
+KINDS = ("baseline", "experiment", "confirm", "rebaseline")  # rebaseline: `autoresearch rebaseline`
 REFERENCE_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description")
 DAMAGED_SUFFIX = ".damaged"  # results.tsv.damaged: the lines set aside from results.tsv
 DAMAGED_HEADER = "line\tset_aside\tproblem\ttext"

@@ -9,6 +9,9 @@ What can be wrong with a ledger (results.tsv), and what is done about it:
   with every row): restored, exactly, by `--repair` and by the loop at start;
 - two rows of the same run: the one that matches its row.json (else the first) stays, `--repair`
   sets the other aside;
+- a row that differs from its run folder's row.json (a val_bpb edited by hand): reported cell by
+  cell, and put back as row.json holds it by `--repair` and by the loop at start (the edited line
+  goes to results.tsv.damaged);
 - a row whose run folder is gone: a warning only; the row is the record and stays;
 - a finished run (result.json) with neither a row nor a row.json: a warning (an older version's
   run, or one whose candidate is still being decided); it cannot be rebuilt exactly.
@@ -38,6 +41,20 @@ class Duplicate:
 
 
 @dataclass(frozen=True)
+class Edited:
+    """A row of the ledger that differs from the row its run folder holds (row.json)."""
+
+    line: int
+    row: Row  # as the ledger has it
+    saved: Row  # as its run folder holds it: the truth
+
+    def differences(self) -> list[str]:
+        """Each differing cell: `column: 'in the ledger' (row.json: 'in the run folder')`."""
+        now, then = ledger.cells(self.row), ledger.cells(self.saved)
+        return [f"{c} {now[c]!r} (row.json: {then[c]!r})" for c in ledger.COLUMNS if now[c] != then[c]]
+
+
+@dataclass(frozen=True)
 class Check:
     """What is wrong with a ledger, measured against its run folders."""
 
@@ -48,6 +65,7 @@ class Check:
     duplicates: tuple[Duplicate, ...]
     orphans: tuple[tuple[int, Row], ...]  # (line, row) of rows whose run folder is gone
     unrecorded: tuple[str, ...]  # run ids of finished runs with neither a row nor a row.json
+    edited: tuple[Edited, ...] = ()  # rows that differ from their run folder's row.json
 
     @property
     def damaged(self) -> tuple[ledger.Damaged, ...]:
@@ -60,6 +78,9 @@ class Check:
                 f"holds it ({self.runs_dir.name}/{r.run_id}/{ledger.ROW_FILE})" for r in self.missing]
         out += [f"{self.path}, lines {', '.join(map(str, d.lines))}: {len(d.lines)} rows of run {d.run_id} "
                 f"(line {d.keep} is the one its run folder holds)" for d in self.duplicates]
+        out += [f"{self.path}, line {e.line}: the row of run {e.row.run_id} differs from its run folder's record "
+                f"({self.runs_dir.name}/{e.row.run_id}/{ledger.ROW_FILE}): {'; '.join(e.differences())}"
+                for e in self.edited]
         return out
 
     def warnings(self) -> list[str]:
@@ -117,7 +138,14 @@ def inspect(path: Path, runs_dir: Path) -> Check:
             match = [n for n in numbers if saved is not None and ledger.line(by_line[n]) == ledger.line(saved)]
             duplicates.append(Duplicate(run_id, tuple(numbers), (match or numbers)[0]))
     orphans = tuple((n, r) for n, r in zip(lines, rows) if r.run_id and r.run_id not in names)
-    return Check(path, runs_dir, contents, tuple(missing), tuple(duplicates), orphans, tuple(unrecorded))
+    edited = []
+    for n, row in zip(lines, rows):
+        if row.run_id in names and len(by_run[row.run_id]) == 1:
+            saved = ledger.load_row(runs_dir / row.run_id)
+            if saved is not None and saved.run_id == row.run_id and ledger.line(saved) != ledger.line(row):
+                edited.append(Edited(n, row, saved))
+    return Check(path, runs_dir, contents, tuple(missing), tuple(duplicates), orphans, tuple(unrecorded),
+                 tuple(edited))
 
 
 def read_for_display(path: Path, runs_dir: Path) -> tuple[Contents, list[str]]:
@@ -148,6 +176,7 @@ def merged(rows: list[Row], restored: list[Row]) -> list[Row]:
 class Repaired:
     restored: tuple[Row, ...]  # rows put back from their run folders
     set_aside: tuple[ledger.Damaged, ...]  # lines moved to results.tsv.damaged
+    corrected: tuple[Edited, ...] = ()  # edited rows put back as their run folders hold them
 
     def lines(self, path: Path) -> list[str]:
         """What a repair did, in words (one line each; none when it did nothing)."""
@@ -155,6 +184,9 @@ class Repaired:
         if self.restored:
             out.append(f"{path.name}: restored {len(self.restored)} row(s) from their run folders (run(s) "
                        f"{', '.join(r.run_id for r in self.restored)})")
+        for e in self.corrected:
+            out.append(f"{path.name}: put back the row of run {e.row.run_id} (line {e.line}) as its run folder holds "
+                       f"it: {'; '.join(e.differences())}")
         if self.set_aside:
             out.append(f"{path.name}: moved line(s) {', '.join(str(d.line) for d in self.set_aside)} to "
                        f"{ledger.damaged_path(path).name}, as they were")
@@ -165,16 +197,19 @@ def repair(check: Check, book: Ledger | None = None) -> Repaired:
     """Rebuild the ledger from its readable rows and the run folders: missing rows restored, damaged
     lines and second rows of a run set aside in results.tsv.damaged, nothing dropped, atomically.
     `book`: the Ledger the caller holds open on the same file (the loop's), kept up to date."""
-    if not (check.missing or check.duplicates or check.damaged):
+    if not (check.missing or check.duplicates or check.damaged or check.edited):
         return Repaired((), ())
     contents = check.contents
     rows, lines = (contents.rows, contents.lines) if contents else ([], ())
     extra = {n: f"a second row of run {d.run_id} (line {d.keep} is kept)"
              for d in check.duplicates for n in d.lines if n != d.keep}
-    kept = [r for n, r in zip(lines, rows) if n not in extra]
+    truth = {e.line: e.saved for e in check.edited}
+    extra.update({e.line: f"edited: it differs from {check.runs_dir.name}/{e.row.run_id}/{ledger.ROW_FILE} "
+                          f"({'; '.join(e.differences())}), which is put back" for e in check.edited})
+    kept = [truth.get(n, r) for n, r in zip(lines, rows) if n not in extra or n in truth]
     book = book or Ledger(check.path)
     set_aside = book.write(merged(kept, list(check.missing)), extra)
-    return Repaired(check.missing, tuple(set_aside))
+    return Repaired(check.missing, tuple(set_aside), check.edited)
 
 
 def restore(book: Ledger, runs_dir: Path, log: Callable[[str], None]) -> Repaired:
@@ -183,7 +218,7 @@ def restore(book: Ledger, runs_dir: Path, log: Callable[[str], None]) -> Repaire
     if check.contents:
         for line in ledger.warnings(check.contents):
             log(line)
-    done = repair(check, book) if check.missing or check.damaged else Repaired((), ())
+    done = repair(check, book) if check.missing or check.damaged or check.edited else Repaired((), ())
     for line in done.lines(book.path):
         log(f"ledger: {line}")
     return done

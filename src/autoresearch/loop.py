@@ -35,10 +35,10 @@ from datetime import date
 from pathlib import Path
 
 import autoresearch
-from autoresearch import atomic, devices, ledger_check, processes
+from autoresearch import atomic, devices, integrity, ledger_check, processes
 from autoresearch.data.prepare import PreparedData, open_prepared
 from autoresearch.errors import ProposerError, SettingsError, WorkspaceError
-from autoresearch.ledger import Row, damaged_path
+from autoresearch.ledger import Ledger, Row, damaged_path
 from autoresearch.proposers.base import (
     Proposal,
     Proposer,
@@ -48,7 +48,9 @@ from autoresearch.proposers.base import (
     proposal_dir,
     save_proposal,
 )
-from autoresearch.research import MAX_PROPOSER_FAILURES, Limits, Pending, Research, Spent, commit_message
+from autoresearch.research import (
+    BASELINE_KINDS, MAX_PROPOSER_FAILURES, REBASELINE, Limits, Pending, Research, Spent, commit_message,
+)
 from autoresearch.rundir import DIFF_FILE, HANDED_OVER, RunResult, now
 from autoresearch.scale import frontier
 from autoresearch.scale.executors import Executor, Finished, make_executor
@@ -63,6 +65,7 @@ OLD_STATE_FILE = "state.json"  # under .autoresearch/: the single loop of versio
 OLD_WAITING_EDIT = "waiting-train.py"  # under .autoresearch/: an older `run`'s edit, set aside during a baseline
 MAX_ATTEMPTS = 2  # tries of one run when its worker dies
 MANUAL = "manual"  # the proposer name of a change made outside the harness (`autoresearch run`)
+OUTSIDE = "outside"  # the proposer name of commits made outside the harness, found by `autoresearch loop`
 
 
 def check_machine(settings: Settings) -> None:
@@ -111,33 +114,48 @@ class Loop:
         self.resumed = 0  # experiments the last run() took over from a killed loop
         self.set_aside: list[str] = []  # files besides train.py that `run` found changed (and stashed)
         self.best = ""  # where the loop left the branch: the best commit
+        self.outside: integrity.Moved | None = None  # commits made outside the harness, taken off the branch
+        self.research.recorded = self._remember
         self._files: dict[str, dict[str, str]] = {}  # commit -> its files, for jobs
 
     @classmethod
     def open(cls, root: Path | None = None, tag: str | None = None, log: Callable[[str], None] = print,
              workers: int = 1, executor: str | Executor = "local", ray_address: str | None = None,
-             cpus_per_run: int | None = None, edited_train: bool = False) -> Loop:
+             cpus_per_run: int | None = None, edited_train: bool = False, accept: bool = False) -> Loop:
         """Open the workspace, resume what a killed loop left, and enter the research branch.
 
         `executor`: local or ray (make_executor), or an executor to use as it is.
         `edited_train`: a change to train.py in the working tree is expected (`autoresearch run`);
         a change to any other file makes it invalid: it is set aside (a git stash) and recorded by
-        `run_edit`."""
-        set_aside = _set_aside_other_edits(find(root), log) if edited_train else []
+        `run_edit`.
+        The branch and the ledger are checked against what the loop last decided (integrity.py):
+        commits made on the best outside the harness are taken off the branch and their change is
+        judged (by `run_edit`, or queued first for `run`); a branch moved elsewhere, or ledger rows
+        lost for good, are refused. `accept` (`autoresearch rebaseline`): they are accepted as they are."""
+        found = find(root)
+        outside = None if accept else _take_outside_commits(found, log)
+        set_aside = _set_aside_other_edits(found, log) if edited_train or outside else []
         ws, settings, prepared = open_workspace(root)
         ex = make_executor(executor, ws, settings, workers, ray_address, cpus_per_run) \
             if isinstance(executor, str) else executor
         try:
             loop = cls(ws, settings, prepared, ex, log)
-            loop.set_aside = set_aside
+            loop.set_aside, loop.outside = set_aside, outside
             ws.git.exclude(f"/{damaged_path(ws.ledger_path).name}")  # a workspace older than that file
             ledger_check.restore(loop.research.ledger, ws.runs_dir, log)
+            loop._check_between_runs(accept)
+            edit = edited_train or outside is not None
             if not _left_work(ws):  # else recovery decides what the tree's changes are
-                loop._check_clean(edited_train)
+                loop._check_clean(edit)
             _enter_branch(ws, tag, log)
             loop._recover()
-            loop._check_clean(edited_train)
+            loop._check_between_runs(accept)  # another branch entered, or what recovery left
+            loop._check_clean(edit)
             loop.best = ws.git.head()
+            if not accept:  # rebaseline records the best once it is measured
+                loop._remember()
+            if outside is not None and not edited_train:  # `loop`: the outside change is the first experiment
+                loop._take_edit("", OUTSIDE)
         except BaseException:
             ex.close()
             raise
@@ -155,6 +173,27 @@ class Loop:
     @property
     def head(self) -> str:
         return self.ws.git.head()
+
+    def _check_between_runs(self, accept: bool) -> None:
+        """The branch and the ledger as the loop left them (integrity.py); with `accept`, what changed is said."""
+        rows = self.research.ledger.rows
+        move = integrity.moved(self.ws, rows)
+        lost = integrity.lost_rows(self.ws, rows)
+        if accept:
+            if move is not None:
+                self.log(f"{REBASELINE}: accepting {move.head[:7]} as the best of {move.branch} "
+                         f"(the harness had decided {move.best[:7]})")
+            for line in lost:
+                self.log(f"{REBASELINE}: accepting the ledger as it is: {line}")
+            return
+        if move is not None:
+            raise move.refusal()
+        integrity.refuse_lost_rows(self.ws, rows)
+
+    def _remember(self) -> None:
+        """Record the best commit and the ledger as the loop leaves them (.autoresearch/best.json)."""
+        if self.best:
+            integrity.remember(self.ws, self.ws.git.branch(), self.best, self.research.ledger.rows)
 
     def _check_clean(self, edited_train: bool) -> None:
         dirty = self.ws.git.dirty_paths()
@@ -325,7 +364,7 @@ class Loop:
                 if queued is not None:
                     done += self._advance(queued)
                     continue
-                if any(p.kind == "baseline" for p in self.flights) or proposer is None:
+                if any(p.kind in BASELINE_KINDS for p in self.flights) or proposer is None:
                     break
                 stopping = stopping or limits.reached(proposed, started, spent)
                 if stopping:
@@ -349,21 +388,53 @@ class Loop:
     def run_edit(self, message: str) -> list[Row] | None:
         """`autoresearch run`: the change to train.py in the working tree, run and decided (after
         the baseline, if it is not measured yet). Its rows; None when train.py is unchanged."""
-        if self.set_aside:
-            row = self.research.refused_edit_row(Proposal(message or "(no description)"), MANUAL, self.head,
-                                                 self.set_aside, stashed=True)
-            self.research.record([row])
-            self.log(f"invalid: {row.description!r} {row.reason}")
-            return [row]
-        pending = None
-        if self.ws.git.dirty_paths():  # nothing runs while it is captured; run() ends what it starts
-            pending, rows = self._capture(Proposal(message or "(no description)"), MANUAL)
-            if rows:
-                return rows
+        pending, rows = self._take_edit(message, MANUAL)
+        if rows:
+            return rows
         self.run(None)
         if pending is not None:
             return self.decided.get(pending.candidate)
         return next(reversed(self.decided.values()), None)  # a change an interrupted `run` left, resumed
+
+    def _take_edit(self, message: str, proposer: str) -> tuple[Pending | None, list[Row]]:
+        """The change left in the working tree (by an agent's edit, or by commits made outside the
+        harness, taken off the branch) as a queued candidate; or, when it changed other files than
+        train.py (set aside as a stash when the loop opened), its `invalid` row. (None, []) when
+        nothing changed. Nothing runs while it is captured; run() ends what it starts."""
+        flags = self.outside.describe() if self.outside else ""
+        subjects = "; ".join(c.partition(" ")[2] for c in self.outside.commits) if self.outside else ""
+        proposal = Proposal(message or subjects or "(no description)")
+        if self.set_aside:
+            row = self.research.refused_edit_row(proposal, proposer, self.head, self.set_aside, stashed=True,
+                                                 flags=flags)
+            self.research.record([row])
+            self.log(f"invalid: {row.description!r} {row.reason}")
+            return None, [row]
+        if self.ws.git.dirty_paths():
+            return self._capture(proposal, proposer, outside=flags)
+        return None, []
+
+    def rebaseline(self, message: str = "") -> list[Row]:
+        """`autoresearch rebaseline`: measure HEAD anew, `baseline_target` runs whatever it already has,
+        recorded as kind `rebaseline`; it is the best from then on. Accepts on purpose a branch moved
+        outside the harness (Loop.open with accept), and re-measures the best on demand. Its rows."""
+        if any(p.kind == "experiment" for p in self.flights):
+            raise WorkspaceError("a killed loop left experiments under way: finish them first with "
+                                 "`autoresearch loop --max-experiments 0`, then rebaseline")
+        decided = integrity.load(self.ws, self.ws.git.branch())
+        head = self.head
+        was = f" (the harness had decided {decided.commit[:7]})" if decided and decided.commit != head else ""
+        pending = next((p for p in self.flights if p.kind == REBASELINE and p.parent == head), None)  # a killed one
+        if pending is None:
+            pending = Pending(phase="queued", parent=head, kind=REBASELINE, proposer=REBASELINE,
+                              description=message or f"rebaseline: measures {head[:7]} as the best{was}",
+                              workers=self.ex.workers)
+            self.flights.insert(0, pending)
+            self._save()
+        self.ensure_baseline()
+        self.best = head
+        self._remember()
+        return [r for r in self.research.ledger.rows if r.run_id in pending.runs]
 
     def closing_line(self) -> str:
         """What this loop did, in one line: the experiments it decided and where the best is."""
@@ -381,12 +452,12 @@ class Loop:
     def ensure_baseline(self) -> None:
         """The best commit measured `baseline_target` times, `workers` at once."""
         r = self.research
-        if not any(p.kind == "baseline" for p in self.flights) and len(r.best_runs()) < r.baseline_target():
+        if not any(p.kind in BASELINE_KINDS for p in self.flights) and len(r.best_runs()) < r.baseline_target():
             self.flights.insert(0, Pending(phase="queued", parent=self.head, kind="baseline", proposer="baseline",
                                            workers=self.ex.workers))
             self._save()
-        while any(p.kind == "baseline" for p in self.flights):
-            for pending in [p for p in self.flights if p.phase == "queued" and p.kind == "baseline"]:
+        while any(p.kind in BASELINE_KINDS for p in self.flights):
+            for pending in [p for p in self.flights if p.phase == "queued" and p.kind in BASELINE_KINDS]:
                 self._advance(pending)
             for finished in self.ex.wait(timeout=1.0):
                 self._finished(finished)
@@ -404,8 +475,8 @@ class Loop:
             raise WorkspaceError(f"the baseline run failed ({failed.outcome}: {failed.error}); see "
                                  f"{self.ws.runs_dir / failed.run_id / 'train.log'}")
         under_way = [r for r in pending.runs if r in self.by_run]
-        missing = self.research.baseline_target() - len(self.research.best_runs(pending.parent)) - len(results) \
-            - len(under_way)
+        measured = 0 if pending.kind == REBASELINE else len(self.research.best_runs(pending.parent))
+        missing = self.research.baseline_target() - measured - len(results) - len(under_way)
         pending.phase = "running"
         for _ in range(min(missing, self.ex.free())):
             self._launch(pending)
@@ -450,13 +521,14 @@ class Loop:
         self._advance(pending)
         return "launched"
 
-    def _capture(self, proposal: Proposal, proposer: str) -> tuple[Pending | None, list[Row]]:
+    def _capture(self, proposal: Proposal, proposer: str, outside: str = "") -> tuple[Pending | None, list[Row]]:
         """The change in the working tree as a queued candidate committed beside the branch, the tree
         back at the best. A change to other files than train.py is reverted and recorded as
-        `invalid` (its rows are returned, and no candidate)."""
+        `invalid` (its rows are returned, and no candidate). `outside`: how it was committed outside
+        the harness (its rows' flags say so)."""
         git = self.ws.git
         parent = self.head
-        refusal = self.research.guard_refusal(proposal, proposer, parent)
+        refusal = self.research.guard_refusal(proposal, proposer, parent, outside)
         if refusal is not None:
             git.reset_clean(parent)
             clear_proposal_files(self.ws)
@@ -468,7 +540,8 @@ class Loop:
                                     commit_message(proposal, proposer), keep_under=CANDIDATES)
         pending = Pending(phase="queued", parent=parent, proposer=proposer, description=proposal.description,
                           hypothesis=proposal.hypothesis, params=proposal.params, candidate=candidate,
-                          tokens=proposal.tokens, cost_usd=proposal.cost_usd, workers=self.ex.workers)
+                          tokens=proposal.tokens, cost_usd=proposal.cost_usd, workers=self.ex.workers,
+                          outside=outside)
         self._keep_proposal_files(pending)
         self.flights.append(pending)
         self._save()
@@ -580,7 +653,7 @@ class Loop:
 
     def _advance(self, pending: Pending) -> int:
         """Take a candidate one step: decide it, or start its next run. 1 when decided."""
-        if pending.kind == "baseline":
+        if pending.kind in BASELINE_KINDS:
             self._advance_baseline(pending)
             return 0
         if any(r in self.by_run for r in pending.runs):
@@ -608,6 +681,7 @@ class Loop:
         if kept:
             self.ws.git.move_branch(pending.candidate)
             self.best = pending.candidate
+            self._remember()
         else:
             for row in rows:  # keep the models of kept commits only
                 (self.ws.runs_dir / row.run_id / HANDED_OVER).unlink(missing_ok=True)
@@ -661,6 +735,19 @@ def _set_aside_other_edits(ws: Workspace, log: Callable[[str], None]) -> list[st
         log(f"only train.py may change, and this edit also changed {', '.join(others[:5])}: the whole edit is set "
             f"aside as git stash {name} (`git stash show -p` shows it); the run is invalid")
     return others
+
+
+def _take_outside_commits(ws: Workspace, log: Callable[[str], None]) -> integrity.Moved | None:
+    """Commits an agent made on the best outside the harness, taken off the branch with their change
+    left in the working tree (integrity.take_outside_commits); None when there are none. Done first,
+    before the fixed files are checked: such a commit may have changed one."""
+    if not ws.git.is_repo() or _left_work(ws):
+        return None
+    move = integrity.moved(ws, Ledger.open(ws.ledger_path).rows if ws.ledger_path.exists() else [])
+    if move is None or not move.forward:
+        return None  # a move elsewhere is refused once the ledger has been checked
+    integrity.take_outside_commits(ws, move, log)
+    return move
 
 
 def _left_work(ws: Workspace) -> bool:

@@ -27,6 +27,8 @@ from autoresearch.settings import Settings
 from autoresearch.workspace import TRAIN_FILE, Workspace
 
 MAX_PROPOSER_FAILURES = 5  # in a row, before the loop gives up
+REBASELINE = "rebaseline"  # the kind of a baseline measured on demand (`autoresearch rebaseline`)
+BASELINE_KINDS = ("baseline", REBASELINE)  # what measures the best commit rather than a change
 
 
 @dataclass
@@ -40,7 +42,7 @@ class Pending:
     phase: str
     parent: str  # the best commit when it was proposed
     proposer: str = ""
-    kind: str = "experiment"  # experiment | baseline
+    kind: str = "experiment"  # experiment | baseline | rebaseline
     description: str = ""
     hypothesis: str = ""
     params: dict = field(default_factory=dict)
@@ -49,6 +51,7 @@ class Pending:
     tokens: int = 0
     cost_usd: float = 0.0
     workers: int | None = None  # runs at once in the loop that started it
+    outside: str = ""  # a change committed outside the harness: which commits (its rows' flags say so)
 
     @property
     def proposal(self) -> Proposal:
@@ -116,6 +119,7 @@ class Research:
         # runs made under the same parallelism.
         self.workers = workers
         self._complexity: dict[str, int | None] = {}  # full commit hash -> complexity of its train.py
+        self.recorded: Callable[[], None] = lambda: None  # called after rows are recorded (the loop's state)
 
     # --- what the ledger says -------------------------------------------------------------------
 
@@ -166,7 +170,7 @@ class Research:
 
     def baseline_ratio(self) -> float | None:
         """Mean held-out/val bpb ratio of the baseline runs: what honest training gives here."""
-        ratios = [r.heldout_bpb / r.val_bpb for r in self.measured() if r.kind == "baseline" and r.heldout_bpb]
+        ratios = [r.heldout_bpb / r.val_bpb for r in self.measured() if r.kind in BASELINE_KINDS and r.heldout_bpb]
         return statistics.fmean(ratios) if ratios else None
 
     def baseline_target(self) -> int:
@@ -209,7 +213,7 @@ class Research:
             mfu_percent=s.get("mfu_percent"), gain=gain, noise=decision.sigma if decision else None,
             complexity=nodes, complexity_delta=delta, memory_delta=memory_delta,
             threshold=decision.threshold if decision else None, rule=rule, reason=reason,
-            flags="; ".join(result.flags), fingerprint=self.fingerprint, workers=self.workers if self.workers > 1 else None,
+            flags="; ".join(result.flags + ([pending.outside] if pending.outside else [])), fingerprint=self.fingerprint, workers=self.workers if self.workers > 1 else None,
             cost_usd=pending.cost_usd if kind == "experiment" and pending.cost_usd else None,
             tokens=pending.tokens if kind == "experiment" and pending.tokens else None,
         )
@@ -224,14 +228,17 @@ class Research:
             if r.run_id and (self.ws.runs_dir / r.run_id).is_dir():
                 save_row(self.ws.runs_dir / r.run_id, r)
         self.ledger.append(*rows)
+        self.recorded()
 
     # --- the baseline ---------------------------------------------------------------------------
 
     def record_baseline(self, pending: Pending, results: list[RunResult]) -> None:
         """The baseline's runs as `keep` rows of the best commit; logs the noise they give."""
         nodes = self.complexity_of(pending.parent)
-        self.record([self.row(r, pending, "keep", "baseline", "baseline", "measures the best commit and the noise",
-                              nodes=nodes) for r in results])
+        why = "measures the best commit and the noise"
+        if pending.kind == REBASELINE:
+            why = f"{REBASELINE}: {why}, on demand (`autoresearch rebaseline`); it is the best from here on"
+        self.record([self.row(r, pending, "keep", pending.kind, pending.kind, why, nodes=nodes) for r in results])
         sigma = self.sigma()
         best = self.commit_runs(pending.parent)
         together = f" ({self.workers} at a time)" if self.workers > 1 else ""
@@ -244,7 +251,7 @@ class Research:
 
     def record_failed_baseline(self, pending: Pending, result: RunResult) -> None:
         """A baseline run that did not finish well: its row (nothing can be compared with it)."""
-        self.record([self.row(result, pending, result.outcome, "baseline", result.outcome, result.error,
+        self.record([self.row(result, pending, result.outcome, pending.kind, result.outcome, result.error,
                               nodes=self.complexity_of(pending.parent))])
 
     # --- judging a candidate --------------------------------------------------------------------
@@ -280,7 +287,7 @@ class Research:
 
     # --- proposals that never ran ---------------------------------------------------------------
 
-    def guard_refusal(self, proposal: Proposal, proposer: str, parent: str) -> Row | None:
+    def guard_refusal(self, proposal: Proposal, proposer: str, parent: str, flags: str = "") -> Row | None:
         """The guard on a proposal in the working tree: it must change train.py and nothing else.
         None when it passes; the `invalid` row it gets when it changed other files (not recorded:
         the loop reverts the tree, then records it). ProposerError when it changed nothing."""
@@ -292,17 +299,17 @@ class Research:
         others = sorted(set(changed) - {TRAIN_FILE})
         nodes = complexity.measure(self.ws.train_py.read_text(errors="replace")) if self.ws.train_py.exists() \
             else None
-        return self.refused_edit_row(proposal, proposer, parent, others, nodes)
+        return self.refused_edit_row(proposal, proposer, parent, others, nodes, flags=flags)
 
     def refused_edit_row(self, proposal: Proposal, proposer: str, parent: str, others: list[str],
-                         nodes: int | None = None, stashed: bool = False) -> Row:
+                         nodes: int | None = None, stashed: bool = False, flags: str = "") -> Row:
         """The `invalid` row of a change that touched `others` besides train.py."""
         before = self.complexity_of(parent)
         undone = "set aside as `git stash` stash@{0}" if stashed else "reverted"
         return Row(commit=parent, val_bpb=None, memory_gb=None, status="invalid", description=proposal.description,
                    kind="experiment", parent=parent[:7], proposer=proposer, timestamp=now(), complexity=nodes,
                    complexity_delta=nodes - before if nodes is not None and before is not None else None,
-                   rule="guard", reason=f"changed files other than train.py: {', '.join(others)} ({undone})",
+                   rule="guard", reason=f"changed files other than train.py: {', '.join(others)} ({undone})", flags=flags,
                    fingerprint=self.fingerprint, cost_usd=proposal.cost_usd or None, tokens=proposal.tokens or None)
 
     def failed_proposal_row(self, error: ProposerError, proposer: str, parent: str, stamp: str, flags: str) -> Row:

@@ -88,9 +88,9 @@ def _frontier(rows: list[Row], baseline: float | None, by_commit: dict[str, list
         value = None
         if r.val_bpb is not None and (r.kind == "baseline" or (not has_baseline_rows and best is None)):
             value = baseline
-        elif r.kind == "experiment" and r.status == "keep" and r.val_bpb is not None:
-            value = statistics.fmean(by_commit.get(r.commit, [r.val_bpb]))
-        if value is not None and (best is None or r.kind == "experiment"):
+        elif r.kind in ("experiment", "rebaseline") and r.status == "keep" and r.val_bpb is not None:
+            value = statistics.fmean(by_commit.get(r.commit, [r.val_bpb]))  # a rebaseline: the best from here on
+        if value is not None and (best is None or r.kind != "baseline"):
             best = value
         out.append(best)
     return out

@@ -28,6 +28,7 @@ RUNS_DIR = "runs"
 NOTES_FILE = "notes.md"
 STATE_DIR = ".autoresearch"
 FLIGHTS_FILE = "flights.json"  # in STATE_DIR: what the loop has under way (loop.py writes it)
+BEST_FILE = "best.json"  # in STATE_DIR: the best commit the loop decided, per branch, and its ledger (integrity.py)
 FIXED_FILES = (PREPARE_FILE, settings_mod.SETTINGS_FILE)
 GITIGNORE = f"""# written by the harness and the proposers; never committed
 /{LEDGER_FILE}
