@@ -37,6 +37,7 @@ def rows() -> list[Row]:
         Row("def4567", None, 30.1, "timeout", "slow", run_id="0005", rule="killed at the hard limit"),
         Row("bcd2345", None, None, "invalid", "changed prepare.py", parent="bcd2345", rule="changed files"),
         Row("efa5678", 1.2, 44.0, "discard", "worse", run_id="0006", memory_delta=-0.0001),
+        Row("abc1234", 1.01, 44.0, "keep", "measured again", run_id="0007", kind="rebaseline", rule="rebaseline"),
     ]
 
 

@@ -143,9 +143,9 @@ class Loop:
             loop.set_aside, loop.outside = set_aside, outside
             ws.git.exclude(f"/{damaged_path(ws.ledger_path).name}")  # a workspace older than that file
             ledger_check.restore(loop.research.ledger, ws.runs_dir, log)
-            loop._check_between_runs(accept)
             edit = edited_train or outside is not None
-            if not _left_work(ws):  # else recovery decides what the tree's changes are
+            if not _left_work(ws):  # else recovery decides what the tree's changes and the branch's moves are
+                loop._check_between_runs(accept)
                 loop._check_clean(edit)
             _enter_branch(ws, tag, log)
             loop._recover()
