@@ -121,3 +121,57 @@ def test_the_agent_flow_of_program_md(make_workspace):
     assert (ws.root / "prepare.py").read_text() == prepare and ws.git.dirty_paths() == []
     assert "WARMUP_RATIO" in ws.git.run("stash", "show", "-p")  # the agent's edit is kept aside
     time.sleep(0)  # nothing is running: the run was refused before any training
+
+
+def test_an_agent_that_commits_itself_is_judged_never_adopted(make_workspace):
+    """program.md's flow with an agent that runs `git commit` by habit (issue 20): its worse commit is
+    judged against the best and discarded; an amended best is refused with the command that accepts
+    it; `rebaseline` measures it as a baseline of its own kind; a better commit is judged and kept,
+    marked as committed outside; prepare.py committed with train.py is refused and restored."""
+    brief = (ROOT / "src/autoresearch/templates/program.md").read_text()
+    assert "**Do not `git commit` yourself**" in brief
+    ws = make_workspace(budget=4, baseline_runs=1)
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    original = ws.train_py.read_text()
+    block = hparams.read_block(original)
+    slow = {name: block[name].value / 400 for name in ("EMBEDDING_LR", "UNEMBEDDING_LR", "MATRIX_LR", "SCALAR_LR")}
+
+    def attempt(command: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "-c", command], cwd=ws.root, env=env, capture_output=True, text=True,
+                              timeout=600)
+
+    shell(ws.root, 'autoresearch run -m "base"')  # the baseline, with nothing to judge yet
+    best = ws.git.head()
+    ws.train_py.write_text(hparams.rewrite(original, slow))
+    shell(ws.root, 'git commit -qam "agent commits its own (worse) change"')
+    out = shell(ws.root, 'autoresearch run -m "after my commit"').stdout
+    last = Ledger.open(ws.ledger_path).rows[-1]
+    assert (last.kind, last.status, last.parent) == ("experiment", "discard", best[:7]), out
+    assert "committed outside the harness" in last.flags and ws.git.head() == best
+
+    ws.train_py.write_text(hparams.rewrite(original, slow))
+    shell(ws.root, 'git commit -q -a --amend -m "the best, amended"')
+    amended = ws.git.head()
+    refused = attempt('autoresearch run -m "on an amended best"')
+    assert refused.returncode == 1 and "`autoresearch rebaseline`" in refused.stderr
+    assert amended[:7] in refused.stderr and best[:7] in refused.stderr
+    shell(ws.root, 'autoresearch rebaseline -m "accept the amended best"')
+    last = Ledger.open(ws.ledger_path).rows[-1]
+    assert (last.kind, last.status, last.commit) == ("rebaseline", "keep", amended[:7])
+
+    ws.train_py.write_text(original)  # the learning rates back: clearly better than the amended best
+    shell(ws.root, 'git commit -qam "learning rates back"')
+    shell(ws.root, 'autoresearch run')
+    kept = [r for r in Ledger.open(ws.ledger_path).rows if r.description == "learning rates back"]
+    assert kept[0].status == "keep" and "committed outside the harness" in kept[0].flags
+    assert ws.git.rev("HEAD~1") == amended
+
+    prepare = (ws.root / "prepare.py").read_text()
+    (ws.root / "prepare.py").write_text(prepare.replace("TIME_BUDGET", "TIME_BUDGET = 3600  #", 1))
+    ws.train_py.write_text(hparams.rewrite(original, {"WARMUP_RATIO": 0.2}))
+    shell(ws.root, 'git commit -qam "a longer budget"')
+    refused = attempt("autoresearch run")
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    last = Ledger.open(ws.ledger_path).rows[-1]
+    assert (last.status, last.rule, last.description) == ("invalid", "guard", "a longer budget")
+    assert (ws.root / "prepare.py").read_text() == prepare and ws.git.dirty_paths() == []

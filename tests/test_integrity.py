@@ -184,3 +184,59 @@ def test_workspace_init_state_is_what_the_guard_expects(make_workspace):
     ws = make_workspace()
     assert ws.check_fixed_files() == []
     assert (ws.root / "prepare.py").read_text() == workspace.template("prepare.py")
+
+
+# --- between runs (docs/integrity.md, "Between runs") -------------------------------------------
+
+
+def test_between_run_cheats_are_judged_refused_or_restored(make_workspace):
+    """A cheating train.py committed before `run` is judged as an experiment against the best (never
+    measured as a baseline and kept); a committed prepare.py is refused and restored; an amended best
+    is refused; an edited val_bpb is restored; a row lost with its run folder is refused."""
+    from autoresearch import integrity
+
+    ws = make_workspace(budget=3, baseline_runs=1, startup_allowance=90.0, hard_limit=150.0)  # a loaded machine
+
+    def opened(**kw) -> Loop:
+        return Loop.open(ws.root, tag="red", log=lambda _: None, edited_train=True, **kw)
+
+    with opened() as loop:
+        loop.run(None)  # the baseline
+    best = ws.git.head()
+    edit, _ = VARIANTS["prints a fake result"]
+    ws.train_py.write_text(edit(ws.train_py.read_text()))
+    ws.git.commit_all("variant", paths=["train.py"])  # committed before `run`
+    with opened() as loop:
+        cheat = loop.run_edit("")[0]
+    assert (cheat.kind, cheat.parent, cheat.description) == ("experiment", best[:7], "variant")
+    assert cheat.val_bpb is not None and cheat.val_bpb > 1.0 and "committed outside the harness" in cheat.flags
+    assert [r.kind for r in Ledger.open(ws.ledger_path).rows].count("baseline") == 1
+    assert ws.git.head() in (best, ws.git.rev(f"refs/autoresearch/candidates/{ws.git.head()}"))
+
+    best = ws.git.head()
+    prepare = (ws.root / "prepare.py").read_text()
+    (ws.root / "prepare.py").write_text(prepare + "\nEVAL_TOKENS = 64\n")
+    (ws.root / "autoresearch.toml").write_text((ws.root / "autoresearch.toml").read_text() + "\n# tuned\n")
+    ws.git.commit_all("evaluate less")
+    with opened() as loop:
+        refused = loop.run_edit("")[0]
+    assert (refused.status, refused.rule) == ("invalid", "guard") and ws.git.head() == best
+    assert ws.check_fixed_files() == [] and ws.git.dirty_paths() == []
+
+    ws.git.run("commit", "-q", "--amend", "--allow-empty", "-m", "the best, amended")
+    with pytest.raises(integrity.BranchMovedError, match="autoresearch rebaseline"):
+        opened()
+    ws.git.run("reset", "-q", "--hard", best)
+
+    lines = ws.ledger_path.read_text().splitlines()
+    cells = lines[1].split("\t")
+    cells[1] = "0.100000"  # the baseline's val_bpb, edited
+    ws.ledger_path.write_text("\n".join([lines[0], "\t".join(cells), *lines[2:]]) + "\n")
+    opened().close()
+    assert ws.ledger_path.read_text().splitlines() == lines
+
+    run_id = lines[1].split("\t")[5]
+    shutil.rmtree(ws.runs_dir / run_id)
+    ws.ledger_path.write_text("\n".join([lines[0], *lines[2:]]) + "\n")
+    with pytest.raises(integrity.LedgerChangedError, match="no run folder holds them"):
+        opened()

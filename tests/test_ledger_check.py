@@ -142,6 +142,24 @@ def test_a_run_recorded_twice_keeps_the_row_its_folder_holds(tmp_path, capsys):
     assert kept.line == 3 and kept.text == forged and "second row of run 0002" in kept.problem
 
 
+def test_an_edited_row_is_reported_cell_by_cell_and_put_back_from_its_run_folder(tmp_path, capsys):
+    folder = research_folder(tmp_path, n=3)
+    lines = lines_of(folder)
+    edited = lines[2].replace("0.980000", "0.500000", 1)
+    write_lines(folder, lines[:2] + [edited] + lines[3:])
+    check = inspect(folder / "results.tsv", folder / "runs")
+    assert [(e.line, e.row.run_id) for e in check.edited] == [(3, "0002")]
+    assert main(["ledger", "check", str(folder)]) == 1
+    assert "line 3: the row of run 0002 differs from its run folder's record" in capsys.readouterr().out
+    assert main(["ledger", "check", "--repair", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "put back the row of run 0002 (line 3) as its run folder holds it: val_bpb '0.500000' " \
+           "(row.json: '0.980000')" in out
+    assert lines_of(folder) == lines
+    (kept,) = ledger.read_set_aside(folder / "results.tsv")
+    assert kept.text == edited and "edited" in kept.problem  # nothing is dropped
+
+
 def test_repair_rebuilds_a_lost_ledger_and_a_reference_ledger_is_left_alone(tmp_path, capsys):
     folder = research_folder(tmp_path)
     (folder / "results.tsv").unlink()
