@@ -21,6 +21,12 @@ committed is dropped; a recorded candidate finishes its git step; a finished run
 interrupted run (its processes ended) runs again. A worker that dies mid-run is retried once,
 then recorded as a crash: never lost, never logged twice. A workspace left by an older version
 with `.autoresearch/state.json` is migrated once.
+
+Between runs, the best commit the loop decided and the ledger it wrote are recorded in
+`.autoresearch/best.json` and checked when the loop opens (integrity.py): commits made on the best
+outside the harness are judged as one experiment, a branch moved elsewhere is refused until
+`rebaseline` measures it as a baseline of its own kind (`Loop.rebaseline`, also the best measured
+again on demand).
 """
 
 from __future__ import annotations
@@ -130,7 +136,7 @@ class Loop:
         `run_edit`.
         The branch and the ledger are checked against what the loop last decided (integrity.py):
         commits made on the best outside the harness are taken off the branch and their change is
-        judged (by `run_edit`, or queued first for `run`); a branch moved elsewhere, or ledger rows
+        judged (by `run_edit`, or queued first for `loop`); a branch moved elsewhere, or ledger rows
         lost for good, are refused. `accept` (`autoresearch rebaseline`): they are accepted as they are."""
         found = find(root)
         outside = None if accept else _take_outside_commits(found, log)
