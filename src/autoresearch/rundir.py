@@ -72,6 +72,7 @@ class RunResult:
     started: str = ""
     ended: str = ""
     node: str = ""  # where it ran, for runs of parallel workers (host:pid, or the Ray node)
+    interference: dict | None = None  # what else the machine did meanwhile (interference.Interference)
 
     @property
     def memory_gb(self) -> float | None:

@@ -37,6 +37,7 @@ from autoresearch.crashlog import crash_cause
 from autoresearch.data.shards import file_sha256
 from autoresearch.evaluator import EvalSpec
 from autoresearch.handover import ENV_HANDOVER_FD, ENV_RUN_DIR
+from autoresearch.interference import Meter, run_demand
 from autoresearch.rundir import (
     EVAL_FILE,
     HANDED_OVER,
@@ -132,7 +133,9 @@ class Runner:
             "PYTHONUNBUFFERED": "1",
         })
         limit = self.settings.effective_hard_limit
+        meter = Meter(run_demand(env, {"gpu": "cuda", "mps": "mps"}.get(self.settings.preset, "cpu")))
         with open(run_dir / LOG_FILE, "wb") as log:
+            meter.start()
             started = time.monotonic()
             proc = subprocess.Popen(
                 [self.python, TRAIN_FILE], cwd=self.ws.root, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -164,6 +167,9 @@ class Runner:
                 elif not pipe_open:
                     time.sleep(0.2)
             proc.wait()
+            evaluator = attempt.evaluator.pid if attempt.evaluator is not None else None
+            measured = meter.stop((evaluator,) if evaluator else ())
+            result.interference = measured.as_dict() if measured else None
             sel.close()
             os.close(read_fd)
             result.wall_seconds = round(time.monotonic() - started, 2)
