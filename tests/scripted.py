@@ -53,9 +53,14 @@ class ScriptedExecutor:
     name = "scripted"
 
     def __init__(self, ws, workers: int = 1, kill_on_submit: int | None = None,
-                 values: list[float] | None = None) -> None:
+                 values: list[float] | None = None, contention: list[float] | None = None,
+                 outcomes: list[str] | None = None) -> None:
         self.ws = ws
         self.values = list(values) if values is not None else None  # val_bpb of the runs in order, markers aside
+        # interference met by the runs in order (the share of their CPU others competed for), and
+        # their outcomes in order (ok, timeout, ...), markers aside; then quiet and ok
+        self.contention = list(contention or [])
+        self.outcomes = list(outcomes or [])
         self.workers = workers
         self.running: list[Job] = []
         self.kill_on_submit = kill_on_submit
@@ -85,7 +90,8 @@ class ScriptedExecutor:
         n = self.runs_of.get(job.commit, 0)
         self.runs_of[job.commit] = n + 1
         values = script.get("val", [BASELINE_BPB])
-        outcome = script.get("outcome", "ok")
+        outcome = self.outcomes.pop(0) if self.outcomes else script.get("outcome", "ok")
+        contention = self.contention.pop(0) if self.contention else 0.0
         val = values[min(n, len(values) - 1)] if outcome == "ok" else None
         if self.values is not None:
             val = self.values.pop(0)
@@ -94,7 +100,9 @@ class ScriptedExecutor:
             run_id=job.run_id, commit=job.commit, outcome=outcome, val_bpb=val,
             heldout_bpb=None if val is None else val * script.get("heldout_ratio", 1.05),
             wall_seconds=4.0, handover_seconds=3.5, summary={"peak_vram_mb": 100.0, "num_steps": 10.0},
-            error="" if outcome == "ok" else f"scripted {outcome}", started=stamp, ended=stamp)
+            error="" if outcome == "ok" else f"scripted {outcome}", started=stamp, ended=stamp,
+            interference={"seconds": 4.0, "cores": 2, "demand": 1.0, "others_cores": 1 + contention,
+                          "contention": contention})
         log = "".join(f"\rstep {s:05d} | loss: {5 - s / 10:.4f}" for s in range(20))
         log += f"\n---\nval_bpb:          {val or 0:.6f}\ntraining_seconds: 3.0\n"
         metrics = "".join(json.dumps({"step": s, "loss": 5 - s / 10, "tokens_per_s": 9000.0,

@@ -38,6 +38,10 @@ def rows() -> list[Row]:
         Row("bcd2345", None, None, "invalid", "changed prepare.py", parent="bcd2345", rule="changed files"),
         Row("efa5678", 1.2, 44.0, "discard", "worse", run_id="0006", memory_delta=-0.0001),
         Row("abc1234", 1.01, 44.0, "keep", "measured again", run_id="0007", kind="rebaseline", rule="rebaseline"),
+        Row("fab6789", 1.4, 44.0, "discard", "faster (disturbed)", run_id="0008", kind="disturbed", rule="disturbed",
+            interference=0.45, slowdown=0.3),
+        Row("bcd2345", 0.992, 44.2, "keep", "control", run_id="0009", kind="control", rule="control",
+            interference=0.0, slowdown=-0.01),
     ]
 
 

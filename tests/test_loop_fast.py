@@ -79,7 +79,7 @@ def consistent(ws) -> None:
 
 
 def test_every_keep_rule_path_through_the_loop(workspace):
-    ws = workspace()
+    ws = workspace(control_every=0)  # control runs: tests/test_noise.py
     proposer = ScriptedProposer([
         ("clear gain", BETTER),
         ("clear loss", WORSE),

@@ -31,7 +31,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from autoresearch.complexity import UNIT
-from autoresearch.settings import Settings
+from autoresearch.settings import PRESETS, Settings
+
+OUTLIER_Z = 5.0  # robust sigmas from its group's median beyond which a run does not set the noise
+MAX_NOISE_SHARE = 0.02  # a sigma above this share of val_bpb is not run-to-run noise
+QUIET_FACTOR = 10.0  # nor one above this many times the preset's quiet sigma
 
 # Every rule that can decide, and what it means; the ledger's `rule` column holds the name.
 RULES: dict[str, str] = {
@@ -43,6 +47,8 @@ RULES: dict[str, str] = {
     "complexity": "discarded: a gain clear of the noise that does not pay for the code it adds",
     "memory": "discarded: a gain clear of the noise that does not pay for the memory it adds",
     "memory-limit": "discarded: peak memory above the hard limit",
+    "disturbed": "not judged: other work on the machine disturbed the run (interference.py); it runs again",
+    "control": "a control run of the best: re-measures the best and the noise",
 }
 
 
@@ -102,12 +108,37 @@ class Decision:
 
 
 def pooled_sigma(groups: list[list[float]], floor: float) -> float:
-    """Pooled standard deviation over groups of repeated measurements, at least `floor`."""
-    dof = sum(len(g) - 1 for g in groups if len(g) > 1)
+    """Pooled standard deviation over groups of repeated measurements, at least `floor`.
+
+    One wild run cannot set sigma: with three or more repeated runs, a run further than OUTLIER_Z
+    robust sigmas (1.4826 x the median absolute deviation from its group's median, at least the
+    floor) from its group's median is left out, unless that would leave nothing to pool."""
+    groups = [list(g) for g in groups if len(g) > 1]
+    residuals = [x - statistics.median(g) for g in groups for x in g]
+    if len(residuals) >= 3:
+        scale = max(1.4826 * statistics.median(abs(r) for r in residuals), floor)
+        kept = [[x for x in g if abs(x - statistics.median(g)) <= OUTLIER_Z * scale] for g in groups]
+        if sum(len(g) - 1 for g in kept if len(g) > 1) > 0:
+            groups = [g for g in kept if len(g) > 1]
+    dof = sum(len(g) - 1 for g in groups)
     if dof == 0:
         return floor
-    ss = sum(sum((x - statistics.fmean(g)) ** 2 for x in g) for g in groups if len(g) > 1)
+    ss = sum(sum((x - statistics.fmean(g)) ** 2 for x in g) for g in groups)
     return max(floor, math.sqrt(ss / dof))
+
+
+def implausible(sigma: float, best_bpb: float, settings: Settings) -> str:
+    """Why a noise estimate cannot be this machine's quiet run-to-run noise, in one line; "" when
+    it can be: above MAX_NOISE_SHARE of val_bpb, or QUIET_FACTOR times the preset's quiet sigma."""
+    preset = PRESETS.get(settings.preset)
+    quiet = preset.quiet_sigma if preset is not None else None
+    share = sigma / best_bpb if best_bpb > 0 else 0.0
+    if share <= MAX_NOISE_SHARE and (not quiet or sigma <= QUIET_FACTOR * quiet):
+        return ""
+    usual = f"; quiet machines measure about {quiet:g} at this preset" if quiet else ""
+    return (f"noise sigma {sigma:.4f} bpb ({share:.1%} of val_bpb{usual}) is implausible: the runs that measured "
+            "it were disturbed by other work on this machine (`autoresearch status` shows each run's "
+            "interference); `autoresearch rebaseline` measures it again, best when the machine is quieter")
 
 
 def standard_error(sigma: float, n_candidate: int, n_best: int) -> float:

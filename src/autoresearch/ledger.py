@@ -46,7 +46,7 @@ from autoresearch import atomic
 from autoresearch.errors import LedgerError
 
 STATUSES = ("keep", "discard", "crash", "timeout", "invalid")
-KINDS = ("baseline", "experiment", "confirm", "rebaseline")  # rebaseline: `autoresearch rebaseline`
+KINDS = ("baseline", "experiment", "confirm", "rebaseline", "control", "disturbed")  # rebaseline: `autoresearch rebaseline`
 REFERENCE_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description")
 DAMAGED_SUFFIX = ".damaged"  # results.tsv.damaged: the lines set aside from results.tsv
 DAMAGED_HEADER = "line\tset_aside\tproblem\ttext"
@@ -85,6 +85,8 @@ class Row:
     tokens: int | None = None  # LLM tokens the proposal took (prompt + completion, all requests), on its first row
     fingerprint: str = ""  # settings + data + tokenizer + harness code
     workers: int | None = None  # runs in parallel when it ran (parallel workers slow each other); empty: 1
+    interference: float | None = None  # share of the run's CPU that other processes competed for (interference.py)
+    slowdown: float | None = None  # steps/s below the median of earlier runs of its commit (0.2: 20% slower)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "commit", self.commit[:7])  # the reference's format, in memory too

@@ -44,6 +44,7 @@ import autoresearch
 from autoresearch import atomic, devices, integrity, ledger_check, processes
 from autoresearch.data.prepare import PreparedData, open_prepared
 from autoresearch.errors import ProposerError, SettingsError, WorkspaceError
+from autoresearch.interference import Interference
 from autoresearch.ledger import Ledger, Row, damaged_path
 from autoresearch.proposers.base import (
     Proposal,
@@ -72,6 +73,7 @@ OLD_WAITING_EDIT = "waiting-train.py"  # under .autoresearch/: an older `run`'s 
 MAX_ATTEMPTS = 2  # tries of one run when its worker dies
 MANUAL = "manual"  # the proposer name of a change made outside the harness (`autoresearch run`)
 OUTSIDE = "outside"  # the proposer name of commits made outside the harness, found by `autoresearch loop`
+DISTURBED_BUT_USED = "disturbed, but judged"  # the flag of a disturbed run kept after its re-runs ran out
 
 
 def check_machine(settings: Settings) -> None:
@@ -469,8 +471,8 @@ class Loop:
                 self._finished(finished)
 
     def _advance_baseline(self, pending: Pending) -> None:
-        results = [RunResult.load(self.ws.runs_dir / r) for r in pending.runs if r not in self.by_run]
-        results = [r for r in results if r is not None]
+        self._set_aside_disturbed(pending)
+        results = self._finished_results(pending)
         failed = next((r for r in results if r.outcome != "ok"), None)
         if failed is not None:
             self.ex.cancel_all()
@@ -478,8 +480,14 @@ class Loop:
             self.research.record_failed_baseline(pending, failed)
             self._forget(pending)
             self._save()
-            raise WorkspaceError(f"the baseline run failed ({failed.outcome}: {failed.error}); see "
-                                 f"{self.ws.runs_dir / failed.run_id / 'train.log'}")
+            measured = Interference.from_dict(failed.interference)
+            during = f"; meanwhile {measured.describe()}" if measured else ""
+            retried = f" after {pending.retries} re-run(s)" if pending.retries else ""
+            advice = "run it when the machine is quieter, or raise hard_limit in a new workspace " \
+                "(`autoresearch init DIR --set hard_limit=SECONDS`)" if failed.outcome == "timeout" else \
+                f"see {self.ws.runs_dir / failed.run_id / 'train.log'}"
+            raise WorkspaceError(f"the baseline run {failed.run_id} failed{retried} ({failed.outcome}: {failed.error})"
+                                 f"{during}: {advice}")
         under_way = [r for r in pending.runs if r in self.by_run]
         measured = 0 if pending.kind == REBASELINE else len(self.research.best_runs(pending.parent))
         missing = self.research.baseline_target() - measured - len(results) - len(under_way)
@@ -489,6 +497,71 @@ class Loop:
         if missing <= 0 and not under_way:
             self.research.record_baseline(pending, results)
             self._forget(pending)
+            self._save()
+
+    def _finished_results(self, pending: Pending) -> list[RunResult]:
+        results = [RunResult.load(self.ws.runs_dir / r) for r in pending.runs if r not in self.by_run]
+        return [r for r in results if r is not None]
+
+    def _set_aside_disturbed(self, pending: Pending) -> None:
+        """Finished runs of `pending` whose measurement was disturbed by other work on the machine
+        (or, for the best's own runs, that hit the hard limit) are recorded as `disturbed`, out of
+        every estimate, and taken out of its runs so that they run again, `disturbed_retries` times
+        at most; after that they count, flagged."""
+        retries = self.settings.disturbed_retries
+        for result in self._finished_results(pending):
+            if any(f.startswith(DISTURBED_BUT_USED) for f in result.flags):
+                continue
+            reason = self.research.disturbance(result)
+            if not reason and result.outcome == "timeout" and pending.kind in ("baseline", "control"):
+                measured = Interference.from_dict(result.interference)
+                reason = f"it hit the hard limit ({result.error})" + (f"; {measured.describe()}" if measured else "")
+            if not reason:
+                continue
+            if pending.retries >= retries:
+                result.flags.append(f"{DISTURBED_BUT_USED} ({reason}): no re-runs left (disturbed_retries {retries})")
+                result.save(self.ws.runs_dir / result.run_id)
+                self.log(f"warning: run {result.run_id} was disturbed ({reason}); used as it is: no re-runs left")
+                continue
+            pending.retries += 1
+            pending.runs.remove(result.run_id)
+            self._save()  # before the row: a kill in between leaves a run folder to restore, not a run judged twice
+            self.research.record([self.research.disturbed_row(result, pending, reason)])
+            self.log(f"run {result.run_id} disturbed: {reason}; not judged, running it again "
+                     f"({pending.retries}/{retries})")
+
+    def _advance_control(self, pending: Pending) -> None:
+        """A control run of the best: run it once (again if disturbed), then record it."""
+        self._set_aside_disturbed(pending)
+        results = self._finished_results(pending)
+        if not results:
+            if not pending.runs:
+                self._launch(pending)
+            return
+        result = results[0]
+        if result.outcome == "ok":
+            self.research.record_control(pending, result)
+        else:
+            self.research.record([self.research.row(result, pending, result.outcome, "control", result.outcome,
+                                                    result.error)])
+            self.log(f"control run {result.run_id} of the best failed ({result.outcome}: {result.error})")
+        self._forget(pending)
+        self._save()
+
+    def _schedule_control(self) -> None:
+        """Queue a control run of the best every `control_every` experiments, and sooner when the
+        interference level of the last experiment is far from the level the best was measured at."""
+        every = self.settings.control_every
+        if not every or any(p.kind == "control" for p in self.flights):
+            return
+        since = self.research.experiments_since_control()
+        shift = self.research.interference_shift()
+        if since >= every or (since >= 2 and shift > self.settings.max_interference / 2):
+            why = f"{since} experiments since the last" if since >= every else \
+                f"the interference level moved by {shift:.0%} since the best was measured"
+            self.log(f"control run of the best queued: {why}")
+            self.flights.append(Pending(phase="queued", parent=self.head, kind="control", proposer="control",
+                                        description="control", workers=self.ex.workers))
             self._save()
 
     # --- proposing ------------------------------------------------------------------------------
@@ -664,8 +737,11 @@ class Loop:
             return 0
         if any(r in self.by_run for r in pending.runs):
             return 0
-        results = [RunResult.load(self.ws.runs_dir / r) for r in pending.runs]
-        rows = self.research.judge(pending, [r for r in results if r is not None])
+        if pending.kind == "control":
+            self._advance_control(pending)
+            return 0
+        self._set_aside_disturbed(pending)
+        rows = self.research.judge(pending, self._finished_results(pending))
         if rows is None:
             self._launch(pending)  # its first run, or a confirmation run
             return 0
@@ -695,6 +771,7 @@ class Loop:
         if combination is not None:
             self.flights.append(combination)
         self._save()
+        self._schedule_control()
         self.decided[pending.candidate] = rows
         first = rows[0]
         measured = [r.val_bpb for r in rows if r.val_bpb is not None]

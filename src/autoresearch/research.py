@@ -14,12 +14,13 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from autoresearch import complexity, devices, guard
-from autoresearch.decide import Decision, Runs, decide, pooled_sigma
+from autoresearch.decide import Decision, Runs, decide, implausible, pooled_sigma
 from autoresearch.errors import ProposerError
+from autoresearch.interference import Interference
 from autoresearch.ledger import Ledger, Row, save_row
 from autoresearch.proposers.base import Context, Proposal
 from autoresearch.rundir import RunResult, now
@@ -29,6 +30,15 @@ from autoresearch.workspace import TRAIN_FILE, Workspace
 MAX_PROPOSER_FAILURES = 5  # in a row, before the loop gives up
 REBASELINE = "rebaseline"  # the kind of a baseline measured on demand (`autoresearch rebaseline`)
 BASELINE_KINDS = ("baseline", REBASELINE)  # what measures the best commit rather than a change
+
+
+def _speed(steps: float | None, seconds: float | None) -> float | None:
+    return steps / seconds if steps and seconds else None
+
+
+def _contention(result: RunResult) -> float | None:
+    measured = Interference.from_dict(result.interference)
+    return measured.contention if measured is not None else None
 
 
 @dataclass
@@ -52,6 +62,7 @@ class Pending:
     cost_usd: float = 0.0
     workers: int | None = None  # runs at once in the loop that started it
     outside: str = ""  # a change committed outside the harness: which commits (its rows' flags say so)
+    retries: int = 0  # runs of it set aside as disturbed (or past the hard limit) and run again
 
     @property
     def proposal(self) -> Proposal:
@@ -127,7 +138,7 @@ class Research:
         """Rows with a harness-measured val_bpb under the current fingerprint and parallelism, that ran fine."""
         return [r for r in self.ledger.rows
                 if r.fingerprint == self.fingerprint and r.val_bpb is not None and r.status in ("keep", "discard")
-                and (r.workers or 1) == self.workers]
+                and r.kind != "disturbed" and (r.workers or 1) == self.workers]
 
     def kept_rows(self, commit: str | None = None) -> list[Row]:
         short = (commit or self.ws.git.head())[:7]
@@ -167,6 +178,56 @@ class Research:
         for r in self.measured():
             groups.setdefault(r.short, []).append(r.val_bpb)
         return pooled_sigma(list(groups.values()), self.settings.min_noise)
+
+    def noise_warning(self) -> str:
+        """A warning when sigma is implausible for the preset (decide.implausible); "" when it is not."""
+        best = self.best_runs()
+        if not best:
+            return ""
+        return implausible(self.sigma(), statistics.fmean(best), self.settings)
+
+    # --- interference ---------------------------------------------------------------------------
+
+    def slowdown(self, result: RunResult) -> float | None:
+        """How much slower (steps per training second) the run was than the median of the earlier
+        undisturbed runs of its commit; None without such runs or step counts."""
+        speed = _speed(result.summary.get("num_steps"), result.summary.get("training_seconds"))
+        earlier = [_speed(r.num_steps, r.training_seconds) for r in self.measured()
+                   if r.short == result.commit[:7] and r.run_id != result.run_id]
+        earlier = [v for v in earlier if v]
+        if not speed or not earlier:
+            return None
+        return round(1 - speed / statistics.median(earlier), 3)
+
+    def disturbance(self, result: RunResult) -> str:
+        """Why a finished run's measurement is disturbed, in words; "" when it is not."""
+        if result.outcome != "ok":
+            return ""
+        measured = Interference.from_dict(result.interference)
+        if measured is not None and measured.contention > self.settings.max_interference:
+            return f"{measured.describe()}, above max_interference {self.settings.max_interference:.0%}"
+        slowdown = self.slowdown(result)
+        if slowdown is not None and slowdown > self.settings.max_slowdown:
+            return (f"its steps were {slowdown:.0%} slower than earlier runs of its commit, above max_slowdown "
+                    f"{self.settings.max_slowdown:.0%}")
+        return ""
+
+    def interference_shift(self) -> float:
+        """How far the interference of the last experiment's run is from the median of the best's
+        runs (baseline and control), in contention; 0 when either is unknown."""
+        best = [r.interference for r in self.kept_rows() if r.kind in ("baseline", "control")]
+        last = next((r.interference for r in reversed(self.ledger.rows) if r.kind in ("experiment", "confirm")), None)
+        best = [v for v in best if v is not None]
+        if last is None or not best:
+            return 0.0
+        return abs(last - statistics.median(best))
+
+    def disturbed_row(self, result: RunResult, pending: Pending, reason: str) -> Row:
+        """A run set aside unjudged (kind `disturbed`): in the ledger, out of every estimate."""
+        status = "discard" if result.outcome == "ok" else result.outcome
+        row = self.row(result, pending, status, "disturbed", "disturbed",
+                       f"{reason}: not judged; run again", nodes=self.complexity_of(pending.commit))
+        return replace(row, description=f"{pending.description or pending.kind} (disturbed)")
 
     def baseline_ratio(self) -> float | None:
         """Mean held-out/val bpb ratio of the baseline runs: what honest training gives here."""
@@ -214,6 +275,7 @@ class Research:
             complexity=nodes, complexity_delta=delta, memory_delta=memory_delta,
             threshold=decision.threshold if decision else None, rule=rule, reason=reason,
             flags="; ".join(result.flags + ([pending.outside] if pending.outside else [])), fingerprint=self.fingerprint, workers=self.workers if self.workers > 1 else None,
+            interference=_contention(result), slowdown=self.slowdown(result),
             cost_usd=pending.cost_usd if kind == "experiment" and pending.cost_usd else None,
             tokens=pending.tokens if kind == "experiment" and pending.tokens else None,
         )
@@ -244,10 +306,35 @@ class Research:
         together = f" ({self.workers} at a time)" if self.workers > 1 else ""
         self.log(f"baseline: val_bpb {best.mean:.6f} over {len(best.val_bpb)} runs{together}, noise sigma {sigma:.6f}, "
                  f"train.py {best.complexity} {complexity.UNIT}")
+        warning = self.noise_warning()
+        if warning:
+            self.log(f"warning: {warning}")
         limit = self.memory_limit_gb
         if limit and best.memory_gb and max(best.memory_gb) > limit:
             self.log(f"warning: the baseline's peak memory {max(best.memory_gb):.2f} GB is above the hard limit "
                      f"{limit:.2f} GB: every change that does not reduce it will be discarded")
+
+    def record_control(self, pending: Pending, result: RunResult) -> None:
+        """A control run of the best: a `keep` row of kind `control`, which joins the best's runs and
+        the noise estimate (docs/decisions.md)."""
+        before = self.sigma()
+        self.record([self.row(result, pending, "keep", "control", "control", "re-measures the best and the noise",
+                              nodes=self.complexity_of(pending.parent))])
+        best = self.commit_runs(pending.parent)
+        self.log(f"control: val_bpb {result.val_bpb:.6f}; the best {best.mean:.6f} over {len(best.val_bpb)} runs, "
+                 f"noise sigma {before:.6f} -> {self.sigma():.6f}")
+        warning = self.noise_warning()
+        if warning:
+            self.log(f"warning: {warning}")
+
+    def experiments_since_control(self) -> int:
+        """Experiments decided since the last baseline or control run."""
+        count = 0
+        for row in reversed(self.ledger.rows):
+            if row.kind in ("baseline", "control"):
+                break
+            count += row.kind == "experiment"
+        return count
 
     def record_failed_baseline(self, pending: Pending, result: RunResult) -> None:
         """A baseline run that did not finish well: its row (nothing can be compared with it)."""

@@ -81,6 +81,15 @@ class Settings:
     confirm_z: float = setting(
         "decision", "a net gain between confirm_z and keep_z standard errors gets confirmation runs", 1.0)
     min_noise: float = setting("decision", "floor on sigma, in val_bpb", 0.0005)
+    max_interference: float = setting(
+        "decision", "a run that other processes competed with for more than this share of its CPU is disturbed: "
+        "not judged, run again", 0.25)
+    max_slowdown: float = setting(
+        "decision", "a run this much slower (steps/s) than earlier runs of its commit is disturbed", 0.25)
+    disturbed_retries: int = setting(
+        "decision", "times a disturbed run (or a baseline run past the hard limit) is run again", 2)
+    control_every: int = setting(
+        "decision", "a control run of the best after this many experiments re-measures the noise (0 = never)", 10)
     heldout_tolerance: float = setting(
         "decision", "the held-out/val bpb ratio may exceed the baseline's by this fraction", 0.10)
     complexity_cost: float = setting(
@@ -153,6 +162,9 @@ class Preset:
     summary: str
     values: dict[str, Any] = field(default_factory=dict)  # Settings fields
     train: dict[str, Any] = field(default_factory=dict)  # train.py hyperparameter defaults
+    # run-to-run sigma of val_bpb measured on a quiet machine at the preset's budget (None: not measured);
+    # a noise estimate far above it is reported as disturbed (decide.implausible)
+    quiet_sigma: float | None = None
 
 
 PRESETS: dict[str, Preset] = {
@@ -211,6 +223,7 @@ PRESETS: dict[str, Preset] = {
         ),
         train=dict(DEPTH=4, ASPECT_RATIO=32, HEAD_DIM=64, WINDOW_PATTERN="L",
                    TOTAL_BATCH_SIZE=2**13, DEVICE_BATCH_SIZE=32),
+        quiet_sigma=0.002,  # BENCHMARKS.md: 0.0019 at 300 s, 0.0020 at 60 s (AMD and Intel, idle)
     ),
     # For tests and smoke checks only: trains a toy model in seconds.
     "tiny": Preset(
@@ -236,6 +249,7 @@ PRESETS: dict[str, Preset] = {
         ),
         train=dict(DEPTH=2, ASPECT_RATIO=32, HEAD_DIM=32, WINDOW_PATTERN="L",
                    TOTAL_BATCH_SIZE=2**10, DEVICE_BATCH_SIZE=16),
+        quiet_sigma=0.02,  # a few dozen steps: wide
     ),
 }
 
@@ -339,6 +353,10 @@ def validate(s: Settings) -> None:
     if not 0 <= s.confirm_z <= s.keep_z:
         raise SettingsError(f"need 0 <= confirm_z <= keep_z ({s.keep_z:g}), got confirm_z {s.confirm_z:g}")
     _at_least(s, "min_noise", 0)
+    _at_least(s, "max_interference", 0)
+    _at_least(s, "max_slowdown", 0)
+    _at_least(s, "disturbed_retries", 0)
+    _at_least(s, "control_every", 0)
     _at_least(s, "heldout_tolerance", 0)
     _at_least(s, "complexity_cost", 0)
     if s.simplify_nodes < 1:

@@ -41,6 +41,8 @@ class Summary:
     paid_proposals: int = 0  # proposals with a cost or tokens recorded
     workers: int = 1  # runs at once in the latest runs (parallel runs slow each other)
     baseline_steps: float | None = None  # mean training steps of the baseline runs made that many at once
+    disturbed: int = 0  # runs set aside because other work disturbed them (run again, never judged)
+    interference: float | None = None  # median share of its CPU others competed for, over the last runs
 
     @property
     def gain(self) -> float | None:
@@ -63,7 +65,7 @@ def commit_means(rows: list[Row]) -> dict[str, list[float]]:
     """val_bpb of every measured run (keep/discard), grouped by commit: the repeats noise is pooled over."""
     by_commit: dict[str, list[float]] = {}
     for r in rows:
-        if r.val_bpb is not None and r.status in ("keep", "discard"):
+        if r.val_bpb is not None and r.status in ("keep", "discard") and r.kind != "disturbed":
             by_commit.setdefault(r.commit, []).append(r.val_bpb)
     return by_commit
 
@@ -88,9 +90,9 @@ def _frontier(rows: list[Row], baseline: float | None, by_commit: dict[str, list
         value = None
         if r.val_bpb is not None and (r.kind == "baseline" or (not has_baseline_rows and best is None)):
             value = baseline
-        elif r.kind in ("experiment", "rebaseline") and r.status == "keep" and r.val_bpb is not None:
-            value = statistics.fmean(by_commit.get(r.commit, [r.val_bpb]))  # a rebaseline: the best from here on
-        if value is not None and (best is None or r.kind != "baseline"):
+        elif r.kind in ("experiment", "rebaseline", "control") and r.status == "keep" and r.val_bpb is not None:
+            value = statistics.fmean(by_commit.get(r.commit, [r.val_bpb]))  # a rebaseline or control: the best re-measured
+        if value is not None and (best is None or r.kind in ("experiment", "rebaseline", "control")):
             best = value
         out.append(best)
     return out
@@ -132,7 +134,13 @@ def summarize(rows: list[Row], min_noise: float = 0.0) -> Summary:
         complexity=best_row.complexity if best_row is not None else base_nodes, baseline_complexity=base_nodes,
         tokens=sum(r.tokens or 0 for r in rows), paid_proposals=sum(1 for r in rows if r.cost_usd or r.tokens),
         workers=workers, baseline_steps=statistics.fmean(steps) if steps else None,
+        disturbed=sum(r.kind == "disturbed" for r in rows), interference=_recent_interference(rows),
     )
+
+
+def _recent_interference(rows: list[Row], last: int = 10) -> float | None:
+    values = [r.interference for r in rows if r.interference is not None][-last:]
+    return statistics.median(values) if values else None
 
 
 def signed(value: float, digits: int) -> str:
@@ -166,6 +174,12 @@ def headline(s: Summary, settings: Settings | None = None) -> list[tuple[str, st
         noise = (f"sigma {s.sigma:.6f}, measured with {s.workers} runs at a time, as the loop runs them{steps} "
                  "(parallel runs slow each other: results are compared only among runs made so)")
     lines.append(("noise", noise))
+    if s.interference is not None or s.disturbed:
+        lines.append(("interference", f"others competed for {100 * (s.interference or 0):.0f}% of a run's CPU "
+                                      f"(median of the last runs); {s.disturbed} run(s) disturbed and run again"))
+    warning = decide.implausible(s.sigma, s.best, settings) if settings is not None and s.best else ""
+    if warning:
+        lines.append(("warning", warning))
     counts = ", ".join(f"{k} {v}" for k, v in sorted(s.counts.items()))
     simpler = f", {s.simplifications} of the kept as simplifications" if s.simplifications else ""
     lines.append(("experiments", f"{s.experiments} ({counts or 'none yet'}{simpler})"))
@@ -203,7 +217,8 @@ def render(rows: list[Row], settings: Settings | None, last: int = 12, rule: boo
         print("no runs yet: start with `autoresearch loop` (or `autoresearch run`)", file=out)
         return
     s = summarize(rows, settings.min_noise if settings else 0.0)
-    lines = headline(s)
+    lines = headline(s, settings)
+    lines = [line for line in lines if line[0] != "rule"]  # one short line unless --rule, below
     if settings is not None:
         lines.append(("rule", rule_text(settings, s.sigma) if rule else rule_line(settings, s.sigma)))
     shown = rows[-last:] if last > 0 else []

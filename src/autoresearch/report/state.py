@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from autoresearch import status
+from autoresearch import decide, status
 from autoresearch.report import reading
 
 SCHEMA_VERSION = 1
@@ -62,7 +62,10 @@ def _noise(research: reading.Research) -> dict:
     s = research.summary
     floor = research.settings.min_noise if research.settings else None
     return {"sigma": s.sigma, "min_noise": floor, "sigma_used": max(s.sigma, floor or 0.0),
-            "baseline_runs": s.baseline_runs, "workers": s.workers, "baseline_steps": s.baseline_steps}
+            "baseline_runs": s.baseline_runs, "workers": s.workers, "baseline_steps": s.baseline_steps,
+            "interference": s.interference, "disturbed_runs": s.disturbed,
+            "warning": (decide.implausible(s.sigma, s.best, research.settings)
+                        if research.settings is not None and s.best else "")}
 
 
 def _best(research: reading.Research, best: reading.RunRecord | None) -> dict | None:
@@ -83,7 +86,8 @@ def _row(r: reading.RunRecord) -> dict:
         "proposer": r.row.proposer, "rule": r.row.rule, "why": r.row.why,
         "parent": r.row.parent, "noise": r.row.noise, "complexity_delta": r.row.complexity_delta,
         "memory_delta": r.row.memory_delta, "wall_seconds": r.row.wall_seconds,
-        "cost_usd": r.row.cost_usd, "tokens": r.row.tokens,
+        "cost_usd": r.row.cost_usd, "tokens": r.row.tokens, "interference": r.row.interference,
+        "slowdown": r.row.slowdown,
     }
 
 
