@@ -509,6 +509,8 @@ class Loop:
         every estimate, and taken out of its runs so that they run again, `disturbed_retries` times
         at most; after that they count, flagged."""
         retries = self.settings.disturbed_retries
+        # each run it needs may be run again that many times: the baseline's runs, a candidate's runs
+        slots = max(1, len(pending.runs), self.research.baseline_target() if pending.kind == "baseline" else 1)
         for result in self._finished_results(pending):
             if any(f.startswith(DISTURBED_BUT_USED) for f in result.flags):
                 continue
@@ -518,7 +520,7 @@ class Loop:
                 reason = f"it hit the hard limit ({result.error})" + (f"; {measured.describe()}" if measured else "")
             if not reason:
                 continue
-            if pending.retries >= retries:
+            if pending.retries >= retries * slots:
                 result.flags.append(f"{DISTURBED_BUT_USED} ({reason}): no re-runs left (disturbed_retries {retries})")
                 result.save(self.ws.runs_dir / result.run_id)
                 self.log(f"warning: run {result.run_id} was disturbed ({reason}); used as it is: no re-runs left")
@@ -528,7 +530,7 @@ class Loop:
             self._save()  # before the row: a kill in between leaves a run folder to restore, not a run judged twice
             self.research.record([self.research.disturbed_row(result, pending, reason)])
             self.log(f"run {result.run_id} disturbed: {reason}; not judged, running it again "
-                     f"({pending.retries}/{retries})")
+                     f"({pending.retries}/{retries * slots})")
 
     def _advance_control(self, pending: Pending) -> None:
         """A control run of the best: run it once (again if disturbed), then record it."""

@@ -87,7 +87,7 @@ class Settings:
     max_slowdown: float = setting(
         "decision", "a run this much slower (steps/s) than earlier runs of its commit is disturbed", 0.25)
     disturbed_retries: int = setting(
-        "decision", "times a disturbed run (or a baseline run past the hard limit) is run again", 2)
+        "decision", "times each disturbed run (or baseline run past the hard limit) may be run again", 2)
     control_every: int = setting(
         "decision", "a control run of the best after this many experiments re-measures the noise (0 = never)", 10)
     heldout_tolerance: float = setting(
