@@ -118,3 +118,42 @@ def test_an_implausible_noise_estimate_says_so_with_what_to_do():
     assert "noise sigma 0.2690 bpb (17.4% of val_bpb; quiet machines measure about 0.002" in message
     assert "autoresearch rebaseline" in message
     assert implausible(0.03, 1.60, cpu) != ""  # 15x the preset's quiet sigma, under 2% of val_bpb
+
+
+# --- real runs under an injected load -----------------------------------------------------------
+
+
+def _run_started(ws, run_id: str) -> bool:
+    return (ws.runs_dir / run_id).is_dir()
+
+
+def _run_ended(ws, run_id: str) -> bool:
+    return (ws.runs_dir / run_id / "result.json").exists()
+
+
+@pytest.mark.slow
+def test_a_load_during_the_first_baseline_run_is_seen_and_that_run_is_measured_again(make_workspace):
+    """The main job's situation: another program takes the cores while the first baseline run
+    trains. That run is recorded `disturbed` and run again; the noise comes from quiet runs."""
+    from tests.test_loop import consistent, run_cli, wait_for
+
+    ws = make_workspace(budget=5, baseline_runs=2)
+    with LoadGenerator(cores=4) as load:
+        loop = run_cli(ws, "loop", "--max-experiments", "1")
+        try:
+            wait_for(lambda: _run_started(ws, "0001"), timeout=120)
+            load.on()
+            wait_for(lambda: _run_ended(ws, "0001"), timeout=300)
+            load.off()
+            out, _ = loop.communicate(timeout=600)
+        finally:
+            if loop.poll() is None:
+                loop.kill()
+    assert loop.returncode == 0, out
+    rows = Ledger.open(ws.ledger_path).rows
+    first = rows[0]
+    assert (first.run_id, first.kind, first.rule) == ("0001", "disturbed", "disturbed"), out
+    assert first.interference > 0.25 and "run 0001 disturbed" in out
+    baseline = [r for r in rows if r.kind == "baseline"]
+    assert len(baseline) == 2 and "0001" not in {r.run_id for r in baseline}
+    consistent(ws, experiments=1)
