@@ -157,3 +157,26 @@ def test_a_load_during_the_first_baseline_run_is_seen_and_that_run_is_measured_a
     baseline = [r for r in rows if r.kind == "baseline"]
     assert len(baseline) == 2 and "0001" not in {r.run_id for r in baseline}
     consistent(ws, experiments=1)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif((__import__("os").cpu_count() or 1) < 2, reason="two workers need two cores")
+def test_two_workers_under_a_load_finish_their_research(make_workspace):
+    """Two local workers, tiny preset, a load of two cores through their whole baseline: what used
+    to stop the loop (`the baseline run failed (timeout)`) is retried or set aside, and it goes on."""
+    from tests.test_loop import consistent, run_cli, wait_for
+
+    ws = make_workspace(budget=4, baseline_runs=2)
+    with LoadGenerator(cores=2) as load:
+        load.on()
+        loop = run_cli(ws, "loop", "--max-experiments", "1", "--workers", "2")
+        try:
+            wait_for(lambda: any(r.kind == "baseline" for r in Ledger.open(ws.ledger_path).rows), timeout=600)
+            load.off()
+            out, _ = loop.communicate(timeout=600)
+        finally:
+            if loop.poll() is None:
+                loop.kill()
+    assert loop.returncode == 0, out
+    rows = consistent(ws, experiments=1)
+    assert [r.kind for r in rows].count("baseline") >= 2
