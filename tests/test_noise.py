@@ -55,7 +55,7 @@ def test_the_meter_sees_a_load_beside_the_run_and_not_the_run_itself():
 
 
 def test_a_disturbed_experiment_runs_again_before_it_is_judged(make_workspace):
-    ws = make_workspace(budget=3)
+    ws = make_workspace(budget=3, max_interference=0.25)
     logged: list[str] = []
     # baseline x2 quiet, the experiment's first run disturbed, its re-run quiet
     run_loop(ws, ScriptedExecutor(ws, contention=[0.0, 0.0, 0.6, 0.0]), [("a gain", BETTER)], logged)
@@ -68,7 +68,7 @@ def test_a_disturbed_experiment_runs_again_before_it_is_judged(make_workspace):
 
 
 def test_a_disturbed_baseline_run_is_retried_and_the_loop_goes_on(make_workspace):
-    ws = make_workspace(budget=3)
+    ws = make_workspace(budget=3, max_interference=0.25)
     run_loop(ws, ScriptedExecutor(ws, contention=[0.9, 0.0, 0.0]), [("a gain", BETTER)])
     assert rows_of(ws)[:3] == [("disturbed", "discard", "disturbed")] + [("baseline", "keep", "baseline")] * 2
     assert rows_of(ws)[3][0] == "experiment"
@@ -86,7 +86,7 @@ def test_a_baseline_run_past_the_hard_limit_is_retried_then_explained(make_works
 
 
 def test_a_run_still_disturbed_after_its_retries_is_judged_and_flagged(make_workspace):
-    ws = make_workspace(budget=3, disturbed_retries=1)
+    ws = make_workspace(budget=3, disturbed_retries=1, max_interference=0.25)
     logged: list[str] = []
     run_loop(ws, ScriptedExecutor(ws, contention=[0.0, 0.0, 0.7, 0.7]), [("a gain", BETTER)], logged)
     rows = Ledger.open(ws.ledger_path).rows
@@ -137,7 +137,7 @@ def test_a_load_during_the_first_baseline_run_is_seen_and_that_run_is_measured_a
     trains. That run is recorded `disturbed` and run again; the noise comes from quiet runs."""
     from tests.test_loop import consistent, run_cli, wait_for
 
-    ws = make_workspace(budget=5, baseline_runs=2)
+    ws = make_workspace(budget=5, baseline_runs=2, max_interference=0.25)
     with LoadGenerator(cores=4) as load:
         loop = run_cli(ws, "loop", "--max-experiments", "1")
         try:

@@ -510,12 +510,12 @@ class Loop:
         at most; after that they count, flagged."""
         retries = self.settings.disturbed_retries
         # each run it needs may be run again that many times: the baseline's runs, a candidate's runs
-        slots = max(1, len(pending.runs), self.research.baseline_target() if pending.kind == "baseline" else 1)
+        slots = max(1, len(pending.runs), self.research.baseline_target() if pending.kind in BASELINE_KINDS else 1)
         for result in self._finished_results(pending):
             if any(f.startswith(DISTURBED_BUT_USED) for f in result.flags):
                 continue
             reason = self.research.disturbance(result)
-            if not reason and result.outcome == "timeout" and pending.kind in ("baseline", "control"):
+            if not reason and result.outcome == "timeout" and pending.kind in (*BASELINE_KINDS, "control"):
                 measured = Interference.from_dict(result.interference)
                 reason = f"it hit the hard limit ({result.error})" + (f"; {measured.describe()}" if measured else "")
             if not reason:

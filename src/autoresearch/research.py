@@ -215,7 +215,7 @@ class Research:
     def interference_shift(self) -> float:
         """How far the interference of the last experiment's run is from the median of the best's
         runs (baseline and control), in contention; 0 when either is unknown."""
-        best = [r.interference for r in self.kept_rows() if r.kind in ("baseline", "control")]
+        best = [r.interference for r in self.kept_rows() if r.kind in (*BASELINE_KINDS, "control")]
         last = next((r.interference for r in reversed(self.ledger.rows) if r.kind in ("experiment", "confirm")), None)
         best = [v for v in best if v is not None]
         if last is None or not best:
@@ -331,7 +331,7 @@ class Research:
         """Experiments decided since the last baseline or control run."""
         count = 0
         for row in reversed(self.ledger.rows):
-            if row.kind in ("baseline", "control"):
+            if row.kind in (*BASELINE_KINDS, "control"):
                 break
             count += row.kind == "experiment"
         return count
