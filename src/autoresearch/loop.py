@@ -486,7 +486,7 @@ class Loop:
             advice = "run it when the machine is quieter, or raise hard_limit in a new workspace " \
                 "(`autoresearch init DIR --set hard_limit=SECONDS`)" if failed.outcome == "timeout" else \
                 f"see {self.ws.runs_dir / failed.run_id / 'train.log'}"
-            raise WorkspaceError(f"the baseline run {failed.run_id} failed{retried} ({failed.outcome}: {failed.error})"
+            raise WorkspaceError(f"the baseline run {failed.run_id} failed{retried} ({failed.outcome}: {failed.why})"
                                  f"{during}: {advice}")
         under_way = [r for r in pending.runs if r in self.by_run]
         measured = 0 if pending.kind == REBASELINE else len(self.research.best_runs(pending.parent))
@@ -517,7 +517,7 @@ class Loop:
             reason = self.research.disturbance(result)
             if not reason and result.outcome == "timeout" and pending.kind in (*BASELINE_KINDS, "control"):
                 measured = Interference.from_dict(result.interference)
-                reason = f"it hit the hard limit ({result.error})" + (f"; {measured.describe()}" if measured else "")
+                reason = f"it ran out of time ({result.why})" + (f"; {measured.describe()}" if measured else "")
             if not reason:
                 continue
             if pending.retries >= retries * slots:

@@ -75,6 +75,12 @@ class RunResult:
     interference: dict | None = None  # what else the machine did meanwhile (interference.Interference)
 
     @property
+    def why(self) -> str:
+        """Why it is not ok, in one line: its error, else what the runner flagged (an overstayed run
+        keeps no error: it is still evaluated, for information)."""
+        return self.error or "; ".join(self.flags) or self.outcome
+
+    @property
     def memory_gb(self) -> float | None:
         mb = self.summary.get("peak_vram_mb")
         return mb / 1024 if mb is not None else None

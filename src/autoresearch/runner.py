@@ -192,9 +192,9 @@ class Runner:
             result.log_tail = tail(log_text)
         elif result.handover_seconds > self.settings.deadline:
             result.outcome = "timeout"
-            result.error = (f"overstayed: handed over at {result.handover_seconds:.0f} s, past budget + allowance "
-                            f"({self.settings.deadline:.0f} s)")
-            result.flags.append(result.error)
+            result.flags.append(
+                f"overstayed: handed over at {result.handover_seconds:.0f} s, past budget + allowance "
+                f"({self.settings.deadline:.0f} s)")
 
     def _on_message(self, line: bytes, attempt: _Attempt, at: float) -> None:
         run_dir, result = attempt.run_dir, attempt.result
