@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", "--message", default="", help="one line: what changed and why")
     p.add_argument("--tag", help="research branch autoresearch/TAG (default: the current one, or today's date)")
     _add_quiet(p)
+    _add_track(p)
 
     p = sub.add_parser("rebaseline", help="measure the current commit anew as the best (a new baseline)",
                        description="Measure HEAD as a new baseline (baseline_runs runs, kind `rebaseline` in "
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", help="research branch autoresearch/TAG (default: the current one, or today's date)")
     p.add_argument("--seed", type=int, help="seed of the search proposer")
     _add_quiet(p)
+    _add_track(p)
     g = p.add_argument_group("llm proposer (docs/proposers.md; defaults from [proposer] in autoresearch.toml)")
     g.add_argument("--provider", help="openai (OpenAI or any OpenAI-compatible server) or anthropic")
     g.add_argument("--model", help="model name, e.g. gpt-4.1 or claude-sonnet-4-20250514 (cmd: passed to the agent)")
@@ -134,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "workspace around the current folder, else the current folder)")
     p.add_argument("--repair", action="store_true", help="restore missing rows, set damaged lines aside")
     _add_report_parsers(sub)
+    _add_tracking_parsers(sub)
     clihelp.finish(sub)
     return parser
 
@@ -142,6 +145,48 @@ def _add_quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no live progress line while a run trains (by default: an updating line on a terminal, "
                    f"a line every {EVERY_S:g} s otherwise)")
+
+
+def _add_track(p: argparse.ArgumentParser) -> None:
+    from autoresearch.tracking import NAMES
+
+    p.add_argument("--track", action="append", choices=NAMES, metavar="NAME",
+                   help=f"also write each run into an experiment tracker ({', '.join(NAMES)}; repeatable; default: "
+                   "[tracking] trackers in autoresearch.toml); offline by default, see docs/tracking.md")
+
+
+def _add_tracking_parsers(sub) -> None:
+    from autoresearch.tracking import NAMES
+
+    p = sub.add_parser("track", help="write the runs of this workspace into experiment trackers",
+                       description="Write every ledger row with its run folder into MLflow, Weights & Biases or "
+                       "TensorBoard, as `loop --track` does live (docs/tracking.md). Runs a tracker already holds "
+                       "are skipped, so it can run at any time.")
+    for name in NAMES:
+        p.add_argument(f"--{name}", dest="trackers", action="append_const", const=name, help=f"write into {name}")
+    p = sub.add_parser("export-best", help="export the best model with its train.py, run record and settings",
+                       description="Copy the best commit's handed-over model (a torch.export program), its train.py, "
+                       "its run record, the settings and the tokenizer into DIR, with a README on loading, "
+                       "evaluating and sampling.")
+    p.add_argument("directory", type=Path, metavar="DIR", help="new (or empty) folder for the export")
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    from autoresearch import workspace
+    from autoresearch.tracking.backfill import backfill
+
+    backfill(workspace.find(), args.trackers)
+    return 0
+
+
+def cmd_export_best(args: argparse.Namespace) -> int:
+    from autoresearch import workspace
+    from autoresearch.export import export_best
+
+    e = export_best(workspace.find(), args.directory)
+    print(f"exported the best model (commit {e.commit[:7]}, run {e.run_id}, val_bpb {e.val_bpb}) to {e.folder}; "
+          "see its README.md")
+    return 0
 
 
 # --- report and dashboard (seeing the research) ------------------------------------------------
@@ -158,6 +203,8 @@ def _add_report_parsers(sub) -> None:
                        "Works from results.tsv and the run folders alone, also on a plain reference results.tsv.")
     p.add_argument("folder", nargs="?", type=Path, help=folder_help)
     p.add_argument("--out", type=Path, metavar="DIR", help="where to write the files (default: the folder itself)")
+    p.add_argument("--json", action="store_true", help="print the state document as JSON instead (docs/json.md): "
+                   "the same as `status --json` and the dashboard's /api/state")
     p = sub.add_parser("dashboard", help="a live, read-only web page of the research (on 127.0.0.1)",
                        description="Serve a local web page that follows the research while the loop runs: the run "
                        "under way (loss curve, time left), the ledger, the best so far. Listens on 127.0.0.1 only "
@@ -173,6 +220,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     from autoresearch.report.reading import results_folder
 
+    if args.json:
+        return print_state(results_folder(args.folder, "report"))
     built = build(results_folder(args.folder, "report"), args.out, warn=lambda line: print(line, file=sys.stderr))
     print(f"wrote {built.progress}")
     print(f"wrote {built.report}")
@@ -218,7 +267,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from autoresearch.loop import Loop
 
-    with stopped_by_signals("autoresearch run"), Loop.open(tag=args.tag, edited_train=True) as loop, \
+    with stopped_by_signals("autoresearch run"), Loop.open(tag=args.tag, edited_train=True, track=args.track) as loop, \
             _progress(loop, args):
         rows = loop.run_edit(args.message)
     if rows is None:
@@ -269,7 +318,7 @@ def cmd_loop(args: argparse.Namespace) -> int:
         f" --executor {args.executor}" if args.executor == "ray" else "")
     with stopped_by_signals(resume), Loop.open(
             tag=args.tag, workers=args.workers or 1, executor=args.executor or "local",
-            ray_address=args.ray_address, cpus_per_run=args.cpus_per_run) as loop:
+            ray_address=args.ray_address, cpus_per_run=args.cpus_per_run, track=args.track) as loop:
         with _progress(loop, args):
             loop.run(proposer, limits)
         print(loop.closing_line())
@@ -303,20 +352,25 @@ def stopped_by_signals(resume: str):
             raise Interrupted(name, signals.exit_code, resume) from None
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def print_state(folder: Path) -> int:
+    """The state document of `folder` on stdout (its warnings on stderr): status --json, report --json."""
     import json
 
+    from autoresearch.report.state import document
+
+    doc = document(folder)
+    for line in doc["warnings"]:
+        print(line, file=sys.stderr)
+    print(json.dumps(doc, indent=2, allow_nan=False))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
     from autoresearch import ledger_check, status, workspace
 
     ws = workspace.find()
     if args.json:
-        from autoresearch.report.state import document
-
-        doc = document(ws.root)
-        for line in doc["warnings"]:
-            print(line, file=sys.stderr)
-        print(json.dumps(doc, indent=2, allow_nan=False))
-        return 0
+        return print_state(ws.root)
     contents, warnings = ledger_check.read_for_display(ws.ledger_path, ws.runs_dir) \
         if ws.ledger_path.exists() else (None, [])
     for line in warnings:
@@ -347,6 +401,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
 COMMANDS = {"init": cmd_init, "prepare": cmd_prepare, "run": cmd_run, "loop": cmd_loop, "status": cmd_status}
 COMMANDS.update(report=cmd_report, dashboard=cmd_dashboard, logs=cmd_logs, ledger=cmd_ledger, rebaseline=cmd_rebaseline)
+COMMANDS.update({"track": cmd_track, "export-best": cmd_export_best})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,8 @@ EXAMPLES: dict[str, str] = {
   autoresearch loop --max-experiments 20            # built-in search, offline
   autoresearch loop --hours 8 --proposer llm --provider anthropic --model claude-sonnet-4-20250514
   autoresearch loop --agent claude --max-experiments 10
-  autoresearch loop --workers 4 --hours 2           # four runs at once on this machine""",
+  autoresearch loop --workers 4 --hours 2           # four runs at once on this machine
+  autoresearch loop --track mlflow --track tensorboard   # also into experiment trackers (offline)""",
     "rebaseline": """\
   autoresearch rebaseline -m "accept the reset to abc1234"   # after a refused branch move
   autoresearch rebaseline                           # measure the best again, on demand""",
@@ -42,10 +43,16 @@ EXAMPLES: dict[str, str] = {
   autoresearch logs last -f                         # follow the run under way; Ctrl-C stops""",
     "report": """\
   autoresearch report                               # progress.png and report.html in the workspace
-  autoresearch report ~/old-runs --out /tmp/r       # any folder with a results.tsv""",
+  autoresearch report ~/old-runs --out /tmp/r       # any folder with a results.tsv
+  autoresearch report --json | jq .summary          # the state document (docs/json.md)""",
     "ledger": """\
   autoresearch ledger check                         # results.tsv against the run folders; exit 1 if wrong
   autoresearch ledger check --repair                # restore missing rows, set damaged lines aside""",
+    "track": """\
+  autoresearch track --mlflow                       # every run into ./mlflow.db (then: mlflow ui)
+  autoresearch track --tensorboard --wandb          # event files in runs/NNNN/tb/, W&B offline runs""",
+    "export-best": """\
+  autoresearch export-best best-model               # model.pt2, train.py, run record, settings, README""",
     "dashboard": """\
   autoresearch dashboard                            # http://127.0.0.1:8765/
   autoresearch dashboard ~/my-research --port 0     # any free port; the URL is printed""",

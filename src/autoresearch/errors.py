@@ -51,3 +51,11 @@ class LedgerError(AutoresearchError):
 
 class UnknownRunError(ReportError):
     """A run id that names no run of the folder (`autoresearch logs`): the message gives the known range."""
+
+
+class TrackingError(AutoresearchError):
+    """An experiment tracker that cannot be used (its library missing, its store not writable)."""
+
+
+class ExportError(AutoresearchError):
+    """The best model cannot be exported (nothing measured, its model gone, the target folder taken)."""

@@ -63,6 +63,7 @@ from autoresearch.scale import frontier
 from autoresearch.scale.executors import Executor, Finished, make_executor
 from autoresearch.scale.job import REFUSED, Job
 from autoresearch.settings import Settings
+from autoresearch.tracking.publisher import Publisher
 from autoresearch.workspace import FLIGHTS_FILE, TRAIN_FILE, Workspace, find
 
 BRANCH_PREFIX = "autoresearch/"
@@ -124,12 +125,14 @@ class Loop:
         self.best = ""  # where the loop left the branch: the best commit
         self.outside: integrity.Moved | None = None  # commits made outside the harness, taken off the branch
         self.research.recorded = self._remember
+        self.publisher: Publisher | None = None  # the experiment trackers (tracking/), if any
         self._files: dict[str, dict[str, str]] = {}  # commit -> its files, for jobs
 
     @classmethod
     def open(cls, root: Path | None = None, tag: str | None = None, log: Callable[[str], None] = print,
              workers: int = 1, executor: str | Executor = "local", ray_address: str | None = None,
-             cpus_per_run: int | None = None, edited_train: bool = False, accept: bool = False) -> Loop:
+             cpus_per_run: int | None = None, edited_train: bool = False, accept: bool = False,
+             track: list[str] | None = None) -> Loop:
         """Open the workspace, resume what a killed loop left, and enter the research branch.
 
         `executor`: local or ray (make_executor), or an executor to use as it is.
@@ -139,7 +142,8 @@ class Loop:
         The branch and the ledger are checked against what the loop last decided (integrity.py):
         commits made on the best outside the harness are taken off the branch and their change is
         judged (by `run_edit`, or queued first for `loop`); a branch moved elsewhere, or ledger rows
-        lost for good, are refused. `accept` (`autoresearch rebaseline`): they are accepted as they are."""
+        lost for good, are refused. `accept` (`autoresearch rebaseline`): they are accepted as they are.
+        `track`: the experiment trackers each recorded row goes to (else [tracking] of autoresearch.toml)."""
         found = find(root)
         outside = None if accept else _take_outside_commits(found, log)
         set_aside = _set_aside_other_edits(found, log) if edited_train or outside else []
@@ -149,6 +153,9 @@ class Loop:
         try:
             loop = cls(ws, settings, prepared, ex, log)
             loop.set_aside, loop.outside = set_aside, outside
+            loop.publisher = Publisher.open(ws, track, log)
+            if loop.publisher is not None:
+                loop.research.on_record = loop.publisher.publish
             ws.git.exclude(f"/{damaged_path(ws.ledger_path).name}")  # a workspace older than that file
             ledger_check.restore(loop.research.ledger, ws.runs_dir, log)
             edit = edited_train or outside is not None
@@ -170,7 +177,11 @@ class Loop:
         return loop
 
     def close(self) -> None:
-        self.ex.close()
+        try:
+            self.ex.close()
+        finally:
+            if self.publisher is not None:
+                self.publisher.close()
 
     def __enter__(self) -> Loop:
         return self

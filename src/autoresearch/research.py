@@ -131,6 +131,7 @@ class Research:
         self.workers = workers
         self._complexity: dict[str, int | None] = {}  # full commit hash -> complexity of its train.py
         self.recorded: Callable[[], None] = lambda: None  # called after rows are recorded (the loop's state)
+        self.on_record: Callable[[list[Row]], None] | None = None  # told of rows once recorded (the trackers)
 
     # --- what the ledger says -------------------------------------------------------------------
 
@@ -291,6 +292,8 @@ class Research:
                 save_row(self.ws.runs_dir / r.run_id, r)
         self.ledger.append(*rows)
         self.recorded()
+        if self.on_record is not None and rows:
+            self.on_record(rows)
 
     # --- the baseline ---------------------------------------------------------------------------
 
