@@ -35,6 +35,7 @@ def backfill(ws: Workspace, names: list[str] | None, log: Callable[[str], None] 
     contents, warnings = ledger_check.read_for_display(ws.ledger_path, ws.runs_dir)
     for line in warnings:
         log(line)
+    base.keep_out_of_git(ws, settings)
     runs = collect(ws, contents.rows)
     done = []
     for name in settings.trackers:

@@ -29,6 +29,15 @@ def make(name: str, ws: Workspace, config: TrackingConfig) -> Tracker:
     return module.open_tracker(ws, config)
 
 
+def keep_out_of_git(ws: Workspace, config: TrackingConfig) -> None:
+    """Ignore what the trackers write inside the workspace (in this clone: .git/info/exclude), before
+    anything is written: the loop resets untracked files, and an untracked file makes the tree dirty."""
+    for name in config.trackers:
+        module = importlib.import_module(f"autoresearch.tracking.{MODULES[name]}")
+        for pattern in module.ignored(ws, config):
+            ws.git.exclude(pattern)
+
+
 def require(library: str, tracker: str):
     """Import a tracker's library, or say how to install it."""
     try:

@@ -40,6 +40,7 @@ class Publisher:
         settings = config.load(ws.root).with_trackers(names)
         if not settings.trackers:
             return None
+        base.keep_out_of_git(ws, settings)
         log(f"tracking in {', '.join(settings.trackers)} (docs/tracking.md)")
         return cls(ws, settings, log)
 

@@ -35,14 +35,21 @@ def open_tracker(ws: Workspace, config: TrackingConfig) -> MlflowTracker:
 
     for name in ("mlflow", "alembic"):  # the store's set-up messages are not the loop's
         logging.getLogger(name).setLevel(logging.WARNING)
-    uri = config.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    uri = _configured(config)
     artifacts = None
     if not uri:
         uri = f"sqlite:///{ws.root / STORE_FILE}"
         artifacts = (ws.root / ARTIFACTS_DIR).as_uri()
-        for pattern in (f"/{STORE_FILE}", f"/{ARTIFACTS_DIR}/"):
-            ws.git.exclude(pattern)
     return MlflowTracker(MlflowClient(tracking_uri=uri), uri, artifacts)
+
+
+def _configured(config: TrackingConfig) -> str:
+    return config.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+
+
+def ignored(ws: Workspace, config: TrackingConfig) -> list[str]:
+    """What this tracker writes inside the workspace (the default store, its journal, the artifacts)."""
+    return [] if _configured(config) else [f"/{STORE_FILE}*", f"/{ARTIFACTS_DIR}/"]
 
 
 class MlflowTracker:

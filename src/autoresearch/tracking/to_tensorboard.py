@@ -27,6 +27,16 @@ def open_tracker(ws: Workspace, config: TrackingConfig) -> TensorBoardTracker:
     return TensorBoardTracker(ws.root / config.tensorboard_dir if config.tensorboard_dir else None)
 
 
+def ignored(ws: Workspace, config: TrackingConfig) -> list[str]:
+    """A configured folder inside the workspace (the default one is in runs/, already ignored)."""
+    if not config.tensorboard_dir:
+        return []
+    try:
+        return ["/" + (ws.root / config.tensorboard_dir).resolve().relative_to(ws.root.resolve()).as_posix() + "/"]
+    except ValueError:
+        return []
+
+
 def folder_of(run: TrackedRun, base: Path | None) -> Path | None:
     if run.run_dir is None:
         return None

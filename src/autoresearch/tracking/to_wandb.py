@@ -28,9 +28,21 @@ FINISHED = ("keep", "discard")
 def open_tracker(ws: Workspace, config: TrackingConfig) -> WandbTracker:
     require("wandb", "wandb")
     root = config.wandb_dir or os.environ.get("WANDB_DIR", "")
-    if not root:
-        ws.git.exclude(f"/{FOLDER}/")
     return WandbTracker(ws.root / root if root else ws.root, config.wandb_project or ws.root.name)
+
+
+def ignored(ws: Workspace, config: TrackingConfig) -> list[str]:
+    """What this tracker writes inside the workspace: W&B's folder."""
+    root = config.wandb_dir or os.environ.get("WANDB_DIR", "")
+    return [_inside(ws, ws.root / root / FOLDER)] if _inside(ws, ws.root / root / FOLDER) else []
+
+
+def _inside(ws: Workspace, folder: Path) -> str:
+    """`folder` as an exclude pattern, anchored at the workspace root; "" when it is outside."""
+    try:
+        return "/" + folder.resolve().relative_to(ws.root.resolve()).as_posix() + "/"
+    except ValueError:
+        return ""
 
 
 def run_id(project: str, run: TrackedRun) -> str:
