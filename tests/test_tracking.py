@@ -251,7 +251,8 @@ def test_a_tracker_that_cannot_write_warns_once_and_the_loop_goes_on(workspace, 
     warnings = [line for line in logged if "mlflow tracking failed" in line]
     assert len(warnings) == 1 and "autoresearch track --mlflow" in warnings[0]
     rows = Ledger.open(workspace.ledger_path).rows
-    assert len([r for r in rows if r.kind != "baseline"]) == 7  # every experiment decided and recorded
+    described = {r.description.removesuffix(" (confirmation run)") for r in rows if r.kind != "baseline"}
+    assert described == {d for d, _ in CHANGES[:6]}  # every experiment decided and recorded
     assert ledger.load_row(workspace.runs_dir / rows[-1].run_id) is not None
 
 
@@ -300,6 +301,11 @@ def wandb_records(path: Path) -> list:
     return parsed
 
 
+def values(items) -> dict:
+    """The key -> value of W&B's config, history and summary items (JSON values, keys maybe nested)."""
+    return {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in items}
+
+
 @pytest.mark.slow
 def test_wandb_offline_runs_hold_the_research(workspace, monkeypatch):
     pytest.importorskip("wandb")
@@ -319,19 +325,17 @@ def test_wandb_offline_runs_hold_the_research(workspace, monkeypatch):
         config = {}
         for r in records:
             if r.WhichOneof("record_type") == "config":
-                config.update({item.key: json.loads(item.value_json) for item in r.config.update})
-        if run.config.update:
-            config.update({item.key: json.loads(item.value_json) for item in run.config.update})
-        history = [{item.key: json.loads(item.value_json) for item in r.history.item}
-                   for r in records if r.WhichOneof("record_type") == "history"]
+                config.update(values(r.config.update))
+        config.update(values(run.config.update))
+        history = [values(r.history.item) for r in records if r.WhichOneof("record_type") == "history"]
         summary = {}
         for r in records:
             if r.WhichOneof("record_type") == "summary":
-                summary.update({item.key: json.loads(item.value_json) for item in r.summary.update})
+                summary.update(values(r.summary.update))
         seen[config["autoresearch_run_id"]] = (run, config, history, summary, folder)
     for row in rows:
         run, config, history, summary, folder = seen[row.run_id]
-        assert run.project == "ws" and run.group == "autoresearch/t" and run.job_type == row.kind
+        assert run.project == "ws" and run.run_group == "autoresearch/t" and run.job_type == row.kind
         assert run.display_name.startswith(row.run_id)
         assert config["DEPTH"] == hparams.read_block(ws.git.show(row.commit, TRAIN_FILE).decode())["DEPTH"].value
         metrics = read_metrics(ws.runs_dir / row.run_id)
