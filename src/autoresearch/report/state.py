@@ -1,7 +1,7 @@
 """The state document: the research as one JSON object, a stable interface for tools.
 
-`autoresearch status --json` prints it and the dashboard serves it as `/api/state`; issue 19's
-`report --json` is meant to reuse it. One function builds it (`document`), so the three can
+`autoresearch status --json` and `report --json` print it and the dashboard serves it as
+`/api/state`. One function builds it (`document`), so the three can
 never disagree. Its fields are documented in docs/json.md: within a `schema_version` fields are
 only added, never renamed, removed or given another meaning.
 """
