@@ -125,6 +125,16 @@ def test_records_hold_the_row_the_hyperparameters_and_the_curve(workspace):
         workspace.git.show(rows[2].commit, TRAIN_FILE).decode()[:100])
 
 
+def test_a_tracker_whose_library_is_missing_warns_once_and_the_loop_goes_on(workspace, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError, as when not installed
+    logged = research(workspace, ["wandb"], changes=CHANGES[:4])
+    warnings = [line for line in logged if "warning" in line]
+    assert len(warnings) == 1 and "pip install 'autoresearch[wandb]'" in warnings[0], warnings
+    described = {r.description.removesuffix(" (confirmation run)") for r in Ledger.open(workspace.ledger_path).rows}
+    assert described == {"baseline", *(d for d, _ in CHANGES[:4])}
+    assert workspace.git.dirty_paths() == []
+
+
 # --- MLflow and TensorBoard: live, backfilled, compared ----------------------------------------
 
 

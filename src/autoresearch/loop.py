@@ -63,7 +63,7 @@ from autoresearch.scale import frontier
 from autoresearch.scale.executors import Executor, Finished, make_executor
 from autoresearch.scale.job import REFUSED, Job
 from autoresearch.settings import Settings
-from autoresearch.tracking.publisher import Publisher
+from autoresearch.tracking.publisher import CLOSE_WAIT_S, STOPPING_WAIT_S, Publisher
 from autoresearch.workspace import FLIGHTS_FILE, TRAIN_FILE, Workspace, find
 
 BRANCH_PREFIX = "autoresearch/"
@@ -176,18 +176,18 @@ class Loop:
             raise
         return loop
 
-    def close(self) -> None:
+    def close(self, tracking_wait_s: float = CLOSE_WAIT_S) -> None:
         try:
             self.ex.close()
         finally:
             if self.publisher is not None:
-                self.publisher.close()
+                self.publisher.close(tracking_wait_s)
 
     def __enter__(self) -> Loop:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.close(CLOSE_WAIT_S if exc_type is None else STOPPING_WAIT_S)  # a Ctrl-C does not wait for trackers
 
     @property
     def head(self) -> str:

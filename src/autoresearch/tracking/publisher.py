@@ -21,6 +21,7 @@ from autoresearch.tracking.record import TrackedRun, collect
 from autoresearch.workspace import Workspace
 
 CLOSE_WAIT_S = 120.0  # at the loop's end, for rows still being written
+STOPPING_WAIT_S = 5.0  # when the loop stops on an error or a signal
 
 
 class Publisher:
