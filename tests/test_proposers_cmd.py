@@ -14,7 +14,8 @@ from autoresearch import hparams
 from autoresearch.errors import ProposerError, SettingsError
 from autoresearch.ledger import Ledger
 from autoresearch.proposers.base import Context, proposal_dir
-from autoresearch.proposers.cmd import AGENTS, CmdProposer, command_for
+from autoresearch.proposers.agents import AGENTS, preflight, version_note
+from autoresearch.proposers.cmd import CmdProposer, command_for
 from autoresearch.proposers.config import ProposerConfig
 
 AGENT = textwrap.dedent('''\
@@ -140,9 +141,11 @@ def test_presets_and_templates():
     values = {"prompt": "DO IT", "prompt_file": "/w/.autoresearch/proposal/prompt.md", "workspace": "/w",
               "description_file": "proposal.md", "model": "", "proposal_dir": "/w/.autoresearch/proposal"}
     argv = {name: command_for(ProposerConfig(name="cmd", agent=name), values) for name in AGENTS}
-    assert argv["claude"] == ["claude", "-p", "DO IT", "--permission-mode", "acceptEdits"]
-    assert argv["codex"] == ["codex", "exec", "--full-auto", "--skip-git-repo-check", "DO IT"]
-    assert argv["gemini"] == ["gemini", "-p", "DO IT", "--approval-mode", "auto_edit"]
+    assert argv["claude"][:5] == ["claude", "-p", "DO IT", "--permission-mode", "acceptEdits"]
+    assert "Bash(python -m py_compile train.py)" in argv["claude"]  # the check the prompt suggests
+    assert argv["codex"] == ["codex", "exec", "--sandbox", "workspace-write", "--skip-git-repo-check",
+                             "-c", "check_for_update_on_startup=false", "DO IT"]  # --full-auto is gone
+    assert argv["gemini"] == ["gemini", "-p", "DO IT", "--approval-mode", "auto_edit", "--skip-trust"]
     assert argv["opencode"] == ["opencode", "run", "DO IT"]
     assert argv["aider"][:3] == ["aider", "--message-file", "/w/.autoresearch/proposal/prompt.md"]
     assert argv["aider"][-2:] == ["train.py", "proposal.md"] and "--no-auto-commits" in argv["aider"]
@@ -155,6 +158,59 @@ def test_presets_and_templates():
         command_for(ProposerConfig(name="cmd", agent="cursor"), values)
     with pytest.raises(SettingsError, match="needs --agent"):
         CmdProposer(ProposerConfig(name="cmd"))
+
+
+def test_a_missing_model_key_or_configuration_is_refused_before_the_agent_starts(tmp_path):
+    home = {"HOME": str(tmp_path), "PATH": "/usr/bin"}
+    with pytest.raises(SettingsError, match="aider needs a model.*OpenRouter login"):
+        preflight("aider", "", home)
+    preflight("aider", "openai/m", home)
+    with pytest.raises(SettingsError, match="opencode needs --model PROVIDER/MODEL"):
+        preflight("opencode", "", home)
+    with pytest.raises(SettingsError, match="must be PROVIDER/MODEL, got 'gpt-4.1'"):
+        preflight("opencode", "gpt-4.1", home)
+    preflight("opencode", "fake/m", home)
+    with pytest.raises(SettingsError, match="codex has no provider: run `codex login`"):
+        preflight("codex", "", home)
+    (tmp_path / ".codex").mkdir()
+    (tmp_path / ".codex" / "config.toml").write_text(
+        'model_provider = "local"\n[model_providers.local]\nbase_url = "http://127.0.0.1:1/v1"\nenv_key = "LOCAL_KEY"\n')
+    with pytest.raises(SettingsError, match=r"reads its key from \$LOCAL_KEY, which is not set"):
+        preflight("codex", "", home)
+    preflight("codex", "", {**home, "LOCAL_KEY": "k"})
+    with pytest.raises(SettingsError, match="gemini has no auth method.*selectedType"):
+        preflight("gemini", "", home)
+    (tmp_path / ".gemini").mkdir()
+    (tmp_path / ".gemini" / "settings.json").write_text('{"security": {"auth": {"selectedType": "gemini-api-key"}}}')
+    preflight("gemini", "", home)
+    preflight("claude", "", home)  # claude says itself, at once, that it is not logged in
+
+
+def test_the_version_check_names_the_tested_version(tmp_path):
+    fake = tmp_path / "claude"
+    fake.write_text("#!/bin/sh\necho '9.9.9 (Claude Code)'\n")
+    fake.chmod(0o755)
+    note = version_note("claude", str(fake))
+    assert f"claude 9.9.9 is installed; the preset was tested with {AGENTS['claude'].tested_version}" in note
+    assert "it still runs" in note
+    fake.write_text(f"#!/bin/sh\necho '{AGENTS['claude'].tested_version} (Claude Code)'\n")
+    assert version_note("claude", str(fake)) == ""
+    assert version_note("claude", str(tmp_path / "missing")) == ""
+
+
+@pytest.mark.slow  # waits out the watchdog
+def test_an_agent_that_only_repeats_itself_is_stopped_by_the_watchdog(make_workspace, tmp_path):
+    """No new output (a counting retry message is not new) and no file change: ended long before
+    agent_timeout, with the reason."""
+    ws = make_workspace()
+    script = tmp_path / "retry.sh"
+    script.write_text("#!/bin/sh\ni=0\nwhile true; do i=$((i+1)); echo \"Reconnecting... $i/5\"; sleep 0.3; done\n")
+    script.chmod(0o755)
+    config = ProposerConfig(name="cmd", command=str(script), agent_timeout=120, agent_idle_timeout=3)
+    started = time.monotonic()
+    with pytest.raises(ProposerError, match="made no progress .* for agent_idle_timeout 3 s"):
+        CmdProposer(config, log=[].append).propose(make_context(ws))
+    assert time.monotonic() - started < 60
 
 
 def test_run_folders_under_way_keep_what_they_write_while_the_agent_works(make_workspace, tmp_path):

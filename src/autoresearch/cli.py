@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--command", dest="agent_command", metavar="TEMPLATE",
                    help="custom agent command; placeholders {prompt} {prompt_file} {workspace} {description_file} {model}")
     g.add_argument("--agent-timeout", type=float, metavar="SECONDS", help="time limit of the agent per proposal")
+    g.add_argument("--agent-idle-timeout", type=float, metavar="SECONDS",
+                   help="end the agent after this long without new output or file change (0: never; default 300)")
     g = p.add_argument_group("scale (docs/scale.md)")
     g.add_argument("--workers", type=int, metavar="N", help="runs at once (default 1): one GPU each, or an equal share "
                    "of the CPU cores; with --executor ray, Ray tasks at once")
@@ -297,6 +299,7 @@ def proposer_settings(name: str | None, args: argparse.Namespace):
     flags = dict(name=name, seed=args.seed, provider=args.provider, model=args.model, base_url=args.base_url,
                  api_key_env=args.api_key_env, context_tokens=args.context_tokens, agent=args.agent,
                  command=args.agent_command, agent_timeout=args.agent_timeout, max_cost=args.max_cost,
+                 agent_idle_timeout=args.agent_idle_timeout,
                  max_tokens=args.max_tokens)
     if name is None and (args.agent or args.agent_command):
         flags["name"] = "cmd"  # --agent/--command alone say which proposer

@@ -32,6 +32,7 @@ logs it, records it as `invalid` and moves on, with the agent's log kept in `run
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import time
@@ -41,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoresearch import containment, processes
+from autoresearch.proposers.agents import AGENTS, agent_env, preflight, version_note
 from autoresearch.errors import ProposerError, SettingsError
 from autoresearch.ledger import Row
 from autoresearch.proposers import context
@@ -57,25 +59,6 @@ LOG_FILE = "agent.log"
 MAX_DESCRIPTION = 200
 ALLOWED = (TRAIN_FILE, DESCRIPTION_FILE)  # what the agent may change: the rest is undone (containment.py)
 
-
-@dataclass(frozen=True)
-class AgentPreset:
-    name: str
-    template: tuple[str, ...]
-    model_flag: str = "--model"
-
-
-AGENTS: dict[str, AgentPreset] = {
-    "claude": AgentPreset("claude", ("claude", "-p", "{prompt}", "{model_args}", "--permission-mode", "acceptEdits")),
-    "codex": AgentPreset("codex", ("codex", "exec", "{model_args}", "--full-auto", "--skip-git-repo-check", "{prompt}")),
-    "aider": AgentPreset("aider", (
-        "aider", "{model_args}", "--message-file", "{prompt_file}", "--yes-always", "--no-auto-commits",
-        "--no-dirty-commits", "--no-gitignore", "--no-check-update", "--no-stream", "--no-pretty", "--map-tokens", "0",
-        "--chat-history-file", "{proposal_dir}/aider.chat.md", "--input-history-file", "{proposal_dir}/aider.input",
-        TRAIN_FILE, DESCRIPTION_FILE)),
-    "gemini": AgentPreset("gemini", ("gemini", "{model_args}", "-p", "{prompt}", "--approval-mode", "auto_edit")),
-    "opencode": AgentPreset("opencode", ("opencode", "run", "{model_args}", "{prompt}")),
-}
 
 INSTRUCTIONS = """\
 # Your task: one experiment
@@ -113,6 +96,60 @@ class AgentRun:
     timed_out: bool
     seconds: float
     ended_processes: int  # processes still alive after the agent ended (killed)
+    stalled: bool = False  # ended by the watchdog: no new output and no file change for idle_timeout
+
+
+POLL = 0.5  # seconds between the watchdog's looks
+
+
+@dataclass
+class Watchdog:
+    """Progress of an agent: a new line in its output (digits aside: a counting retry message is
+    not progress) or a change to one of the watched files. `idle()`: seconds without progress."""
+
+    log_path: Path
+    files: tuple[Path, ...]
+    _offset: int = 0
+    _seen: set[str] = field(default_factory=set)
+    _stamps: dict[Path, tuple[int, int] | None] = field(default_factory=dict)
+    _last: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self._offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self._stamps = {p: self._stamp(p) for p in self.files}
+
+    @staticmethod
+    def _stamp(path: Path) -> tuple[int, int] | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def _new_output(self) -> bool:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except OSError:
+            return False
+        cut = data.rfind(b"\n") + 1  # whole lines only
+        self._offset += cut
+        fresh = False
+        for line in data[:cut].decode(errors="replace").replace("\r", "\n").splitlines():
+            key = re.sub(r"[\d\s.]+", " ", line).strip()
+            if key and key not in self._seen:
+                self._seen.add(key)
+                fresh = True
+        return fresh
+
+    def idle(self) -> float:
+        stamps = {p: self._stamp(p) for p in self.files}
+        changed = stamps != self._stamps
+        self._stamps = stamps
+        if self._new_output() or changed:
+            self._last = time.monotonic()
+        return time.monotonic() - self._last
 
 
 def expand(template: list[str] | tuple[str, ...], values: dict[str, str], model_args: list[str]) -> list[str]:
@@ -148,10 +185,12 @@ def command_for(config: ProposerConfig, values: dict[str, str]) -> list[str]:
     return expand(preset.template, values, model_args)
 
 
-def run_agent(argv: list[str], cwd: Path, timeout: float, log_path: Path) -> AgentRun:
-    """Run the agent in its own process group, output to `log_path`; end everything it started."""
+def run_agent(argv: list[str], cwd: Path, timeout: float, log_path: Path, idle_timeout: float = 0.0,
+              env: dict[str, str] | None = None) -> AgentRun:
+    """Run the agent in its own process group, output to `log_path`; end everything it started:
+    at `timeout`, or after `idle_timeout` seconds without progress (0: no watchdog)."""
     marker = f"agent-{uuid.uuid4().hex[:12]}"
-    env = {**os.environ, processes.ENV_RUN_ID: marker}
+    env = {**(os.environ if env is None else env), processes.ENV_RUN_ID: marker}
     started = time.monotonic()
     with open(log_path, "ab") as out:
         try:
@@ -165,13 +204,20 @@ def run_agent(argv: list[str], cwd: Path, timeout: float, log_path: Path) -> Age
         except OSError as e:  # e.g. E2BIG: an argument longer than the system allows
             raise ProposerError(f"agent command {argv[0]!r} could not start ({e}); if the prompt is too long for a "
                                 "command-line argument, lower agent_context_tokens or pass {prompt_file}") from None
-        timed_out = False
+        timed_out = stalled = False
+        watchdog = Watchdog(log_path, (cwd / TRAIN_FILE, cwd / DESCRIPTION_FILE))
         try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            processes.kill_group(proc.pid)
-            proc.wait()
+            while proc.poll() is None:
+                left = timeout - (time.monotonic() - started)
+                if left <= 0 or (idle_timeout > 0 and watchdog.idle() >= idle_timeout):
+                    timed_out, stalled = left <= 0, left > 0
+                    processes.kill_group(proc.pid)
+                    proc.wait()
+                    break
+                try:
+                    proc.wait(timeout=min(POLL, left))
+                except subprocess.TimeoutExpired:
+                    pass
         except BaseException:  # Ctrl-C of the loop: the agent, in its own session, did not get it
             processes.kill_group(proc.pid)
             proc.wait()
@@ -180,7 +226,8 @@ def run_agent(argv: list[str], cwd: Path, timeout: float, log_path: Path) -> Age
     if leftovers:
         processes.kill_all(leftovers)
     processes.reap_orphans(set())
-    return AgentRun(None if timed_out else proc.returncode, timed_out, time.monotonic() - started, len(leftovers))
+    ended = timed_out or stalled
+    return AgentRun(None if ended else proc.returncode, timed_out, time.monotonic() - started, len(leftovers), stalled)
 
 
 def stated_description(ws: Workspace) -> tuple[str, str, str] | None:
@@ -233,8 +280,21 @@ class CmdProposer:
     _ws: Workspace | None = field(default=None, init=False, repr=False)
     _counter: context.TokenCounter | None = field(default=None, init=False, repr=False)
 
+    _checked: bool = field(default=False, init=False, repr=False)
+
     def __post_init__(self) -> None:
         command_for(self.config, {})  # refuse a bad preset or template before the loop starts
+        if not self.config.command:
+            preflight(self.config.agent, self.config.model, agent_env(self.config.agent))
+
+    def _check_version(self, executable: str, env: dict[str, str]) -> None:
+        """Once: say so when the installed agent is not the version its preset was tested with."""
+        if self._checked or self.config.command:
+            return
+        self._checked = True
+        note = version_note(self.config.agent, executable, env)
+        if note:
+            self.log(f"  {note}")
 
     @property
     def agent(self) -> str:
@@ -260,8 +320,12 @@ class CmdProposer:
         before = containment.take(ws)
         shown = [a if a != prompt else "{prompt}" for a in argv]
         log_file.write_text(f"$ {shlex.join(shown)}\n", encoding="utf-8")
-        self.log(f"  {self.agent}: running (time limit {self.config.agent_timeout:g} s)")
-        run = run_agent(argv, ws.root, self.config.agent_timeout, log_file)
+        env = agent_env(self.config.agent) if not self.config.command else dict(os.environ)
+        self._check_version(argv[0], env)
+        idle = self.config.agent_idle_timeout
+        self.log(f"  {self.agent}: running (time limit {self.config.agent_timeout:g} s"
+                 + (f", {idle:g} s without progress" if idle > 0 else "") + ")")
+        run = run_agent(argv, ws.root, self.config.agent_timeout, log_file, idle, env)
         stated = stated_description(ws)
         description, hypothesis, agent_notes = stated or read_description(ws, log_file, self.agent)
         # with parallel workers, runs under way write their folders while the agent works
@@ -285,6 +349,11 @@ class CmdProposer:
         last = last_output_line(log_file)
         where = "its output is in the proposal's agent.log" + (f" (last line: {last[:160]!r})" if last else "")
         extra = f" (also discarded: {'; '.join(discarded)})" if discarded else ""
+        if run.stalled:
+            raise ProposerError(f"{self.agent} made no progress (no new output, no change to {TRAIN_FILE} or "
+                                f"{DESCRIPTION_FILE}) for agent_idle_timeout {self.config.agent_idle_timeout:g} s and "
+                                f"was stopped with everything it started (an unreachable endpoint or a question "
+                                f"nobody answers?); {where}{extra}", description=description)
         if run.timed_out:
             raise ProposerError(f"{self.agent} did not finish within agent_timeout {self.config.agent_timeout:g} s and "
                                 f"was stopped with everything it started; {where}{extra}", description=description)

@@ -72,6 +72,7 @@ class ProposerConfig:
     agent: str = ""  # claude | codex | aider | gemini | opencode
     command: str = ""  # custom command template; wins over `agent`
     agent_timeout: float = 1800.0  # seconds before the agent's whole process group is killed
+    agent_idle_timeout: float = 300.0  # no new output nor file change this long ends it (0: never)
     agent_context_tokens: int = 6000  # budget of the agent's prompt (it reads the files itself)
 
     # caps for one `autoresearch loop`
@@ -131,7 +132,7 @@ def validate(c: ProposerConfig) -> None:
             raise SettingsError(f"[{SECTION}] {name} must be positive, got {getattr(c, name)}")
     if c.max_retries < 0 or c.retry_delay < 0:
         raise SettingsError(f"[{SECTION}] max_retries and retry_delay must not be negative")
-    for name in ("max_cost", "max_tokens", "price_input", "price_output"):
+    for name in ("max_cost", "max_tokens", "price_input", "price_output", "agent_idle_timeout"):
         value = getattr(c, name)
         if value is not None and value < 0:
             raise SettingsError(f"[{SECTION}] {name} must not be negative, got {value}")
