@@ -13,4 +13,6 @@ if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
   { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver; } \
     >/dev/null 2>&1 || echo "could not install chromium: the browser tests will be skipped" >&2
 fi
+# The coding agents of the `cmd` presets, at their tested versions (cached in .agents/).
+scripts/install-agents.sh
 exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" "$@"

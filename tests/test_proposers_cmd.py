@@ -226,3 +226,14 @@ def test_run_folders_under_way_keep_what_they_write_while_the_agent_works(make_w
     assert proposal_for.description == "lr up while run 0007 trains"
     assert (ws.runs_dir / "0007" / "metrics.jsonl").exists()
     assert not (ws.runs_dir / "0001" / "planted.txt").exists()
+
+
+def test_the_test_install_pins_the_versions_the_presets_were_tested_with():
+    from pathlib import Path
+
+    script = (Path(__file__).resolve().parent.parent / "scripts" / "install-agents.sh").read_text()
+    packages = {"claude": "@anthropic-ai/claude-code", "codex": "@openai/codex", "gemini": "@google/gemini-cli",
+                "opencode": "opencode-ai", "aider": "aider-chat="}
+    for name, package in packages.items():
+        assert f"{package}@{AGENTS[name].tested_version}" in script or \
+            f"{package}={AGENTS[name].tested_version}" in script, name
