@@ -216,9 +216,10 @@ class FakeAgentModel(LoopbackServer):
         command = None
         if action.kind == "read":
             command = f"cat {action.path}"
-        elif action.kind == "edit":
-            command = (f"apply_patch <<'EOF'\n*** Begin Patch\n*** Update File: {action.path}\n@@\n-{action.old}\n"
-                       f"+{action.new}\n*** End Patch\nEOF\n")
+        elif action.kind == "edit":  # a patch replaces whole lines
+            line = next(ln for ln in (self.workspace / action.path).read_text().splitlines() if action.old in ln)
+            command = (f"apply_patch <<'EOF'\n*** Begin Patch\n*** Update File: {action.path}\n@@\n-{line}\n"
+                       f"+{line.replace(action.old, action.new, 1)}\n*** End Patch\nEOF\n")
         elif action.kind == "write":
             lines = "".join(f"+{ln}\n" for ln in action.new.splitlines())
             command = f"apply_patch <<'EOF'\n*** Begin Patch\n*** Add File: {action.path}\n{lines}*** End Patch\nEOF\n"
