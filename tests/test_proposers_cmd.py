@@ -60,6 +60,10 @@ AGENT = textwrap.dedent('''\
         (workspace / "runs" / "0007" / "metrics.jsonl").write_text('{"step": 1}\\n')
         (workspace / "runs" / "0001" / "planted.txt").write_text("not a run's\\n")
         print("Description: lr up while run 0007 trains")
+    elif mode == "empty":  # aider: proposal.md is on its command line, so it exists, empty
+        bump()
+        (workspace / "proposal.md").write_text("")
+        print("Description: lr up, said on the last line")
     elif mode == "idle":
         print("I looked around and changed nothing")
 ''')
@@ -88,6 +92,13 @@ def test_an_agent_that_edits_train_py(make_workspace, tmp_path):
     assert "lr 0.04 is the baseline's" in ws.notes_path.read_text()
     log = (proposal_dir(ws) / "agent.log").read_text()
     assert "agent starting in" in log and log.startswith("$ ") and "prompt.md" in log
+
+
+def test_an_empty_proposal_md_counts_as_none(make_workspace, tmp_path):
+    ws = make_workspace()
+    proposal = proposer_for(tmp_path, "empty").propose(make_context(ws))
+    assert proposal.description == "lr up, said on the last line" and "discarded" not in proposal.params
+    assert not (ws.root / "proposal.md").exists()
 
 
 def test_changes_beyond_train_py_are_discarded_and_reported(make_workspace, tmp_path):

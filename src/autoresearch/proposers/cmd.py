@@ -1,13 +1,14 @@
 """`cmd`: a coding-agent CLI, run headless in the workspace, makes each change to train.py.
 
-Presets run the agents' documented non-interactive modes, allowed to edit files but not asked to
-run anything:
+Presets (proposers/agents.py: command lines, permissions, tested versions, checks made before
+the agent starts) run the agents' non-interactive modes, allowed to edit files, with a shell at
+most for a syntax check:
 
-    claude    claude -p PROMPT --permission-mode acceptEdits
-    codex     codex exec --full-auto --skip-git-repo-check PROMPT
+    claude    claude -p PROMPT --permission-mode acceptEdits --allowedTools "Bash(python -m py_compile train.py)" ...
+    codex     codex exec --sandbox workspace-write --skip-git-repo-check PROMPT
     aider     aider --message-file PROMPT_FILE --yes-always --no-auto-commits ... train.py proposal.md
-    gemini    gemini -p PROMPT --approval-mode auto_edit
-    opencode  opencode run PROMPT
+    gemini    gemini -p PROMPT --approval-mode auto_edit --skip-trust
+    opencode  opencode run PROMPT   (OPENCODE_CONFIG_CONTENT: shell denied but the syntax check)
 
 (`--model M` is passed on when a model is configured.) A custom `--command TEMPLATE` is split
 like a shell line and its placeholders replaced in each word: {prompt} (the prompt text, one
@@ -19,6 +20,9 @@ Conventions for the agent (the prompt states them):
 - describe the change in `proposal.md` in the workspace (`Description: <one line>`, optionally
   `Hypothesis:` and `Notes:`), or else make `Description: <one line>` the last line it prints:
   the last non-empty output line is the description when the file is missing.
+
+Watchdog: no new output line and no change to train.py or proposal.md for agent_idle_timeout
+seconds ends the agent (an unreachable endpoint, a question nobody answers), besides agent_timeout.
 
 Containment: the agent runs in its own process group with the environment marker the harness
 uses for runs; at `agent_timeout` (and after it exits) the whole group, and every process that
