@@ -66,16 +66,6 @@ AGENTS: dict[str, AgentPreset] = {
          "-c", "check_for_update_on_startup=false", "{prompt}"),
         "0.171.0", "npm install -g @openai/codex",
         "edits: yes; shell: in codex's sandbox (writes only in the workspace, no network); web: no"),
-    "gemini": AgentPreset(
-        "gemini", ("gemini", "{model_args}", "-p", "{prompt}", "--approval-mode", "auto_edit", "--skip-trust"),
-        "0.61.0", "npm install -g @google/gemini-cli",
-        "edits: yes; shell: no (not offered under auto_edit); web: its fetch/search tools stay on",
-        {"GEMINI_TELEMETRY_ENABLED": "false"}),
-    "opencode": AgentPreset(
-        "opencode", ("opencode", "run", "{model_args}", "{prompt}"),
-        "1.18.33", "npm install -g opencode-ai",
-        "edits: yes; shell: the syntax check only; web: no; files outside the workspace: no",
-        {"OPENCODE_CONFIG_CONTENT": OPENCODE_CONFIG, "OPENCODE_DISABLE_AUTOUPDATE": "1"}),
     "aider": AgentPreset(
         "aider",
         ("aider", "{model_args}", "--message-file", "{prompt_file}", "--yes-always", "--no-auto-commits",
@@ -86,6 +76,16 @@ AGENTS: dict[str, AgentPreset] = {
          TRAIN_FILE, DESCRIPTION_FILE),
         "0.86.2", "pipx install aider-chat",
         "edits: train.py and proposal.md (the files on its command line); shell: no; web: no"),
+    "gemini": AgentPreset(
+        "gemini", ("gemini", "{model_args}", "-p", "{prompt}", "--approval-mode", "auto_edit", "--skip-trust"),
+        "0.61.0", "npm install -g @google/gemini-cli",
+        "edits: yes; shell: no (not offered under auto_edit); web: its fetch/search tools stay on",
+        {"GEMINI_TELEMETRY_ENABLED": "false"}),
+    "opencode": AgentPreset(
+        "opencode", ("opencode", "run", "{model_args}", "{prompt}"),
+        "1.18.33", "npm install -g opencode-ai",
+        "edits: yes; shell: the syntax check only; web: no; files outside the workspace: no",
+        {"OPENCODE_CONFIG_CONTENT": OPENCODE_CONFIG, "OPENCODE_DISABLE_AUTOUPDATE": "1"}),
 }
 
 
