@@ -33,9 +33,10 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
 AGENTS_DIR = REPO / ".agents"
-OPENCODE_OPEN = pytest.mark.xfail(reason="open: under the loop, opencode 1.18.33 refuses read/edit in the workspace "
-                                   "('a rule which prevents you from using this specific tool call'); the same "
-                                   "preset edits a plain git folder", strict=False)
+# Skipped, not xfail: failing, these took 7 minutes of a CI whose whole budget is 30.
+OPENCODE_OPEN = pytest.mark.skip(reason="open: under the loop, opencode 1.18.33 refuses read/edit in the workspace "
+                                  "('a rule which prevents you from using this specific tool call'); the same "
+                                  "preset edits a plain git folder")
 NAMES = ("claude", "codex", "gemini", pytest.param("opencode", marks=OPENCODE_OPEN), "aider")
 PROPOSAL = "Description: matrix lr 0.04 -> 0.05 (from proposal.md)\nHypothesis: faster learning in the budget\n"
 QUIET = {  # no update checks, no telemetry, no model lists fetched: nothing leaves loopback
