@@ -155,6 +155,9 @@ def _add_track(p: argparse.ArgumentParser) -> None:
     p.add_argument("--track", action="append", choices=NAMES, metavar="NAME",
                    help=f"also write each run into an experiment tracker ({', '.join(NAMES)}; repeatable; default: "
                    "[tracking] trackers in autoresearch.toml); offline by default, see docs/tracking.md")
+    p.add_argument("--notify", action="append", metavar="URL",
+                   help="POST a JSON document to this webhook (http/https) when a change is kept, runs crash "
+                   "repeatedly, or the loop ends (repeatable; default: [tracking] notify in autoresearch.toml)")
 
 
 def _add_tracking_parsers(sub) -> None:
@@ -269,7 +272,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from autoresearch.loop import Loop
 
-    with stopped_by_signals("autoresearch run"), Loop.open(tag=args.tag, edited_train=True, track=args.track) as loop, \
+    with stopped_by_signals("autoresearch run"), Loop.open(tag=args.tag, edited_train=True, track=args.track,
+                                                             notify=args.notify) as loop, \
             _progress(loop, args):
         rows = loop.run_edit(args.message)
     if rows is None:
@@ -321,7 +325,8 @@ def cmd_loop(args: argparse.Namespace) -> int:
         f" --executor {args.executor}" if args.executor == "ray" else "")
     with stopped_by_signals(resume), Loop.open(
             tag=args.tag, workers=args.workers or 1, executor=args.executor or "local",
-            ray_address=args.ray_address, cpus_per_run=args.cpus_per_run, track=args.track) as loop:
+            ray_address=args.ray_address, cpus_per_run=args.cpus_per_run, track=args.track,
+            notify=args.notify) as loop:
         with _progress(loop, args):
             loop.run(proposer, limits)
         print(loop.closing_line())

@@ -63,6 +63,7 @@ from autoresearch.scale import frontier
 from autoresearch.scale.executors import Executor, Finished, make_executor
 from autoresearch.scale.job import REFUSED, Job
 from autoresearch.settings import Settings
+from autoresearch.tracking import config as tracking_config
 from autoresearch.tracking.publisher import CLOSE_WAIT_S, STOPPING_WAIT_S, Publisher
 from autoresearch.workspace import FLIGHTS_FILE, TRAIN_FILE, Workspace, find
 
@@ -125,14 +126,15 @@ class Loop:
         self.best = ""  # where the loop left the branch: the best commit
         self.outside: integrity.Moved | None = None  # commits made outside the harness, taken off the branch
         self.research.recorded = self._remember
-        self.publisher: Publisher | None = None  # the experiment trackers (tracking/), if any
+        self.publisher: Publisher | None = None  # the experiment trackers and webhooks (tracking/), if any
+        self.stopped = "nothing left to run"  # why run() ended, when no error ended it
         self._files: dict[str, dict[str, str]] = {}  # commit -> its files, for jobs
 
     @classmethod
     def open(cls, root: Path | None = None, tag: str | None = None, log: Callable[[str], None] = print,
              workers: int = 1, executor: str | Executor = "local", ray_address: str | None = None,
              cpus_per_run: int | None = None, edited_train: bool = False, accept: bool = False,
-             track: list[str] | None = None) -> Loop:
+             track: list[str] | None = None, notify: list[str] | None = None) -> Loop:
         """Open the workspace, resume what a killed loop left, and enter the research branch.
 
         `executor`: local or ray (make_executor), or an executor to use as it is.
@@ -143,8 +145,10 @@ class Loop:
         commits made on the best outside the harness are taken off the branch and their change is
         judged (by `run_edit`, or queued first for `loop`); a branch moved elsewhere, or ledger rows
         lost for good, are refused. `accept` (`autoresearch rebaseline`): they are accepted as they are.
-        `track`: the experiment trackers each recorded row goes to (else [tracking] of autoresearch.toml)."""
+        `track`: the experiment trackers each recorded row goes to, `notify`: the webhooks told of kept
+        changes, crashes and the end (else [tracking] of autoresearch.toml; checked before anything else)."""
         found = find(root)
+        tracking = tracking_config.load(found.root).with_trackers(track).with_notify(notify)
         outside = None if accept else _take_outside_commits(found, log)
         set_aside = _set_aside_other_edits(found, log) if edited_train or outside else []
         ws, settings, prepared = open_workspace(root)
@@ -153,7 +157,7 @@ class Loop:
         try:
             loop = cls(ws, settings, prepared, ex, log)
             loop.set_aside, loop.outside = set_aside, outside
-            loop.publisher = Publisher.open(ws, track, log)
+            loop.publisher = Publisher.open(ws, tracking, log, lambda: loop.research.ledger.rows)
             if loop.publisher is not None:
                 loop.research.on_record = loop.publisher.publish
             ws.git.exclude(f"/{damaged_path(ws.ledger_path).name}")  # a workspace older than that file
@@ -176,18 +180,26 @@ class Loop:
             raise
         return loop
 
-    def close(self, tracking_wait_s: float = CLOSE_WAIT_S) -> None:
+    def close(self, tracking_wait_s: float = CLOSE_WAIT_S, why: str = "") -> None:
+        """End the executor; tell the webhooks the loop ended (`why`: else why run() stopped) and give
+        the trackers and webhooks up to `tracking_wait_s` to finish."""
         try:
             self.ex.close()
         finally:
             if self.publisher is not None:
+                self.publisher.ended(self._closing_line(), why or self.stopped)
                 self.publisher.close(tracking_wait_s)
 
     def __enter__(self) -> Loop:
         return self
 
-    def __exit__(self, exc_type: object, *exc: object) -> None:
-        self.close(CLOSE_WAIT_S if exc_type is None else STOPPING_WAIT_S)  # a Ctrl-C does not wait for trackers
+    def __exit__(self, exc_type: object, error: BaseException | None, *exc: object) -> None:
+        if error is None:
+            self.close(CLOSE_WAIT_S)
+            return
+        why = "interrupted (Ctrl-C)" if isinstance(error, KeyboardInterrupt) else \
+            f"stopped: {' '.join(str(error).split())[:300] or type(error).__name__}"
+        self.close(STOPPING_WAIT_S, why)  # a Ctrl-C does not wait long for trackers
 
     @property
     def head(self) -> str:
@@ -402,6 +414,7 @@ class Loop:
                 done += self._finished(finished)
         if stopping:
             self.log(f"stopping: {stopping}")
+            self.stopped = stopping
         return done
 
     def run_edit(self, message: str) -> list[Row] | None:
@@ -454,6 +467,12 @@ class Loop:
         self.best = head
         self._remember()
         return [r for r in self.research.ledger.rows if r.run_id in pending.runs]
+
+    def _closing_line(self) -> str:
+        try:
+            return self.closing_line()
+        except Exception as e:  # noqa: BLE001 - e.g. git unusable after an error: the end is still told
+            return f"(no closing line: {e})"
 
     def closing_line(self) -> str:
         """What this loop did, in one line: the experiments it decided and where the best is."""

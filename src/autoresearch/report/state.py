@@ -39,7 +39,7 @@ def from_research(research: reading.Research) -> dict:
         "summary": _summary(research), "noise": _noise(research), "best": _best(research, best),
         "rule": None if settings is None else {"short": status.rule_line(settings, s.sigma),
                                                "text": status.rule_text(settings, s.sigma)},
-        "ledger": [_row(r) for r in research.records], "current": _current(research),
+        "ledger": [ledger_row(r) for r in research.records], "current": _current(research),
         "baseline_curve": _curve(research.baseline_record()), "best_curve": _curve(best),
         "warnings": list(research.warnings),  # the ledger's damage (ledger.warnings); the rows are the valid ones
     }
@@ -78,7 +78,8 @@ def _best(research: reading.Research, best: reading.RunRecord | None) -> dict | 
             "gain": s.gain, "gain_percent": s.gain_percent}
 
 
-def _row(r: reading.RunRecord) -> dict:
+def ledger_row(r: reading.RunRecord) -> dict:
+    """One row of `ledger` (docs/json.md), also the rows of a notification (tracking/notify.py)."""
     return {
         "number": r.number, "run_id": r.row.run_id, "commit": r.row.commit, "val_bpb": r.row.val_bpb,
         "memory_gb": r.row.memory_gb, "status": r.row.status, "kind": r.row.kind, "description": r.row.description,

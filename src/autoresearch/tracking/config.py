@@ -1,4 +1,5 @@
-"""Which trackers to write, and where: `[tracking]` in autoresearch.toml, and the --track flags.
+"""Which trackers to write, and where, and which webhooks to notify: `[tracking]` in
+autoresearch.toml, and the --track and --notify flags.
 
 Like [proposer], the section is outside the frozen settings: `settings_sha256` covers only what
 defines a measurement, so adding or changing trackers never makes results incomparable. (The
@@ -10,11 +11,13 @@ file is tracked by git: commit the change, since the loop wants a clean working 
     tensorboard_dir = ""                   # "": runs/NNNN/tb/; else DIR/NNNN/ (relative to the workspace)
     wandb_project = ""                     # "": the workspace folder's name
     wandb_dir = ""                         # "": $WANDB_DIR, else the workspace (its wandb/ folder)
+    notify = ["https://hooks.example.com/x"]  # webhooks (http/https) told of events; --notify URL replaces it
 """
 
 from __future__ import annotations
 
 import sys
+import urllib.parse
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -38,10 +41,15 @@ class TrackingConfig:
     tensorboard_dir: str = ""
     wandb_project: str = ""
     wandb_dir: str = ""
+    notify: tuple[str, ...] = ()  # webhook URLs (notify.py)
 
     def with_trackers(self, names: list[str] | tuple[str, ...] | None) -> TrackingConfig:
         """The config with `names` instead of its trackers (None or empty: keep them)."""
         return replace(self, trackers=_names(names)) if names else self
+
+    def with_notify(self, urls: list[str] | tuple[str, ...] | None) -> TrackingConfig:
+        """The config with the webhooks `urls` (--notify) instead of its own (None or empty: keep them)."""
+        return replace(self, notify=_urls(urls, "--notify")) if urls else self
 
 
 def _names(names: Any) -> tuple[str, ...]:
@@ -55,6 +63,28 @@ def _names(names: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))  # in order, once each
 
 
+def _urls(urls: Any, where: str) -> tuple[str, ...]:
+    if isinstance(urls, str):
+        urls = [urls]
+    if not isinstance(urls, (list, tuple)) or not all(isinstance(u, str) for u in urls):
+        raise SettingsError(f"{where} must be a list of webhook URLs, got {urls!r}")
+    for url in urls:
+        check_url(url, where)
+    return tuple(dict.fromkeys(urls))
+
+
+def check_url(url: str, where: str = "--notify") -> None:
+    """Refuse what is not an http(s) URL with a host, before the loop starts."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as e:
+        raise SettingsError(f"{where} {url!r} is not a URL ({e}): give an http:// or https:// address") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
+        raise SettingsError(f"{where} {url!r} is not an http:// or https:// URL with a host: give one like "
+                            "https://hooks.example.com/autoresearch")
+
+
 def from_table(table: dict[str, Any]) -> TrackingConfig:
     known = {f.name for f in fields(TrackingConfig)}
     unknown = sorted(set(table) - known)
@@ -64,6 +94,8 @@ def from_table(table: dict[str, Any]) -> TrackingConfig:
     for name, value in table.items():
         if name == "trackers":
             values[name] = _names(value)
+        elif name == "notify":
+            values[name] = _urls(value, f"[{SECTION}] notify")
         elif isinstance(value, str):
             values[name] = value
         else:
