@@ -28,7 +28,8 @@ EXAMPLES: dict[str, str] = {
   autoresearch loop --hours 8 --proposer llm --provider anthropic --model claude-sonnet-4-20250514
   autoresearch loop --agent claude --max-experiments 10
   autoresearch loop --workers 4 --hours 2           # four runs at once on this machine
-  autoresearch loop --track mlflow --track tensorboard   # also into experiment trackers (offline)""",
+  autoresearch loop --track mlflow --track tensorboard   # also into experiment trackers (offline)
+  autoresearch loop --notify https://hooks.example.com/x  # a webhook: kept changes, crashes, the end""",
     "rebaseline": """\
   autoresearch rebaseline -m "accept the reset to abc1234"   # after a refused branch move
   autoresearch rebaseline                           # measure the best again, on demand""",
