@@ -95,7 +95,7 @@ def text(doc: dict) -> str:
 def _text(doc: dict) -> str:
     where = f"autoresearch {Path(doc['workspace']).name} ({doc['branch']})"
     best = doc["best"]
-    best_line = f"best val_bpb {best['val_bpb']:.6f} ({best['commit']})" if best["val_bpb"] is not None else "no best yet"
+    best_line = "no best yet" if best["val_bpb"] is None else f"best val_bpb {best['val_bpb']:.6f} ({best['commit']})"
     if doc["event"] == "kept":
         first = doc["rows"][0]
         return f"{where}: kept {first['description']!r} ({first['rule']}); {best_line}"
