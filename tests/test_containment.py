@@ -6,6 +6,7 @@ only what the caller allows. No training and no prepared data: a bare workspace 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -147,3 +148,21 @@ def test_tracked_files_are_restored_without_a_move_of_head(ws):
     assert undone.created == ("added.py",)
     undone = containment.contain(ws, before, allow=())  # the runner's way: train.py too
     assert undone.modified == ("train.py",) and ws.git.dirty_paths() == []
+
+
+def test_a_process_the_harness_started_itself_is_not_taken_for_a_runs_orphan(tmp_path):
+    """A tracker's helper (wandb-core) is a child of the loop's process without a run's key, as is an
+    orphan of a run re-parented to it: the harness's mark tells them apart."""
+    from autoresearch import processes
+
+    processes.mark_harness()
+    own = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # inherits the mark
+    stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                             env={k: v for k, v in os.environ.items() if k != processes.ENV_HARNESS})
+    try:
+        found = {p.pid for p in processes.run_processes(processes.run_key(tmp_path / "0001"), None, set())}
+        assert stray.pid in found and own.pid not in found
+    finally:
+        for proc in (own, stray):
+            proc.kill()
+            proc.wait()

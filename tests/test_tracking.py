@@ -47,7 +47,7 @@ CHANGES = [
 
 @pytest.fixture
 def workspace(make_workspace):
-    ws = make_workspace("ws", budget=3)
+    ws = make_workspace("ws", budget=3, control_every=0)  # a fixed number of runs to compare
     ws.state_dir.mkdir(exist_ok=True)
     return ws
 

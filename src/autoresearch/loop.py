@@ -157,6 +157,7 @@ class Loop:
         try:
             loop = cls(ws, settings, prepared, ex, log)
             loop.set_aside, loop.outside = set_aside, outside
+            processes.mark_harness()  # the trackers' helper processes are the harness's, not a run's
             loop.publisher = Publisher.open(ws, tracking, log, lambda: loop.research.ledger.rows)
             if loop.publisher is not None:
                 loop.research.on_record = loop.publisher.publish

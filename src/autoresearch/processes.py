@@ -22,12 +22,21 @@ from pathlib import Path
 import psutil
 
 ENV_RUN_ID = "AUTORESEARCH_RUN_ID"
+# The harness process's pid, inherited by what it starts itself (a tracker's helper process, such as
+# wandb-core); a run's environment drops every AUTORESEARCH_RUN* variable, so its orphans lack it.
+ENV_HARNESS = "AUTORESEARCH_RUNNER_PID"
 _PR_SET_CHILD_SUBREAPER = 36
 
 
 def run_key(run_dir: Path) -> str:
     """The identity a run's processes carry in ENV_RUN_ID: its run folder's absolute path."""
     return str(Path(run_dir).resolve())
+
+
+def mark_harness() -> None:
+    """Mark this process's environment (ENV_HARNESS), so that a process it starts itself is told
+    apart from a run's orphan re-parented to it: both are its children without a run's key."""
+    os.environ[ENV_HARNESS] = str(os.getpid())
 
 
 def become_subreaper() -> bool:
@@ -64,10 +73,12 @@ def run_processes(key: str, group: int | None, known: set[int]) -> list[psutil.P
         if child.pid in known:
             continue
         try:
-            env_id = child.environ().get(ENV_RUN_ID)
+            env = child.environ()
         except (psutil.Error, OSError):
-            env_id = None
-        if env_id == key or (env_id is None and child.ppid() == me.pid):
+            env = {}
+        env_id = env.get(ENV_RUN_ID)
+        ours = env.get(ENV_HARNESS) == str(me.pid)  # started by the harness itself, not by the run
+        if env_id == key or (env_id is None and not ours and child.ppid() == me.pid):
             found[child.pid] = child
             for grandchild in child.children(recursive=True):
                 found[grandchild.pid] = grandchild

@@ -97,6 +97,7 @@ class Runner:
 
     def __post_init__(self) -> None:
         processes.become_subreaper()
+        processes.mark_harness()
 
     def run(self, run_id: str, commit: str) -> RunResult:
         run_dir = (self.runs_dir or self.ws.runs_dir) / run_id
