@@ -57,7 +57,7 @@ def replay(runs: list[RunResult], need: int, max_interference: float, max_slowdo
         if disturbed and set_aside < retries * need:
             set_aside += 1
             continue
-        kept.append(r)
+        kept.append(r)  # undisturbed, or disturbed with no re-runs left: used as it is, as the loop does
         if len(kept) == need:
             return kept, used
     return kept, len(runs)
@@ -105,14 +105,19 @@ def main() -> None:
     first = loaded[:need]
     sigma_off = pooled_sigma([[r.val_bpb for r in first]], 0.0)
     kept, used = replay(loaded, need, settings.max_interference, settings.max_slowdown, settings.disturbed_retries)
-    sigma_on = pooled_sigma([[r.val_bpb for r in kept]], 0.0)
     mean_quiet = statistics.fmean(r.val_bpb for r in quiet)
     print(f"sigma_quiet={sigma_quiet:.5f} mean={mean_quiet:.4f} over {len(quiet)} runs")
     print(f"sigma_loaded_measures_off={sigma_off:.5f} ratio={sigma_off / sigma_quiet:.2f} "
           f"mean={statistics.fmean(r.val_bpb for r in first):.4f} over {len(first)} runs")
+    disturbed = sum(contention(r) > settings.max_interference for r in loaded)
+    if len(kept) < need:
+        print(f"sigma_loaded_measures_on=unknown: {disturbed} of {len(loaded)} loaded runs were disturbed and set "
+              f"aside; the loop would run more (or, after {settings.disturbed_retries} re-runs per run, use them flagged)")
+        return
+    sigma_on = pooled_sigma([[r.val_bpb for r in kept]], 0.0)
     print(f"sigma_loaded_measures_on={sigma_on:.5f} ratio={sigma_on / sigma_quiet:.2f} "
-          f"mean={statistics.fmean(r.val_bpb for r in kept):.4f} over {len(kept)} runs kept of {used} made "
-          f"(target ratio <= 2)")
+          f"mean={statistics.fmean(r.val_bpb for r in kept):.4f} over {len(kept)} runs kept of {used} made, "
+          f"{disturbed} of {len(loaded)} disturbed (target ratio <= 2)")
 
 
 if __name__ == "__main__":
