@@ -110,13 +110,14 @@ def main() -> None:
     print(f"sigma_loaded_measures_off={sigma_off:.5f} ratio={sigma_off / sigma_quiet:.2f} "
           f"mean={statistics.fmean(r.val_bpb for r in first):.4f} over {len(first)} runs")
     disturbed = sum(contention(r) > settings.max_interference for r in loaded)
-    if len(kept) < need:
+    if len(kept) < 2:
         print(f"sigma_loaded_measures_on=unknown: {disturbed} of {len(loaded)} loaded runs were disturbed and set "
               f"aside; the loop would run more (or, after {settings.disturbed_retries} re-runs per run, use them flagged)")
         return
+    short = f" (only {len(kept)} of the {need} it needs: the loop would run more)" if len(kept) < need else ""
     sigma_on = pooled_sigma([[r.val_bpb for r in kept]], 0.0)
     print(f"sigma_loaded_measures_on={sigma_on:.5f} ratio={sigma_on / sigma_quiet:.2f} "
-          f"mean={statistics.fmean(r.val_bpb for r in kept):.4f} over {len(kept)} runs kept of {used} made, "
+          f"mean={statistics.fmean(r.val_bpb for r in kept):.4f} over {len(kept)} runs kept of {used} made{short}, "
           f"{disturbed} of {len(loaded)} disturbed (target ratio <= 2)")
 
 
