@@ -211,7 +211,8 @@ def test_between_run_cheats_are_judged_refused_or_restored(make_workspace):
     assert (cheat.kind, cheat.parent, cheat.description) == ("experiment", best[:7], "variant")
     assert cheat.val_bpb is not None and cheat.val_bpb > 1.0 and "committed outside the harness" in cheat.flags
     assert [r.kind for r in Ledger.open(ws.ledger_path).rows].count("baseline") == 1
-    assert ws.git.head() in (best, ws.git.rev(f"refs/autoresearch/candidates/{ws.git.head()}"))
+    # the fake print trains as the baseline does: within the noise it is discarded, or (rarely) kept
+    assert ws.git.head() == best or (cheat.status == "keep" and ws.git.short() == cheat.commit)
 
     best = ws.git.head()
     prepare = (ws.root / "prepare.py").read_text()
