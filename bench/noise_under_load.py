@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from datetime import date
 
 from _workspace import machine, prepared_workspace
@@ -99,7 +98,6 @@ def main() -> None:
         load.random_schedule(args.seed)
         for _ in range(args.loaded):
             one("loaded", loaded)
-        time.sleep(0)
     need = args.repeats
     sigma_quiet = pooled_sigma([[r.val_bpb for r in quiet]], 0.0)
     first = loaded[:need]

@@ -9,10 +9,11 @@ where the meter is.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
-import time
 
+import psutil
 import pytest
 
 from autoresearch import settings as S
@@ -39,7 +40,7 @@ def run_loop(ws, executor, changes=(), logged=None, **limits):
 
 def test_the_meter_sees_a_load_beside_the_run_and_not_the_run_itself():
     with LoadGenerator(cores=1) as load:
-        meter = Meter(demand=float(__import__("psutil").cpu_count()))
+        meter = Meter(demand=float(psutil.cpu_count()))
         load.on()
         meter.start()
         before = load.cpu_seconds()
@@ -160,7 +161,7 @@ def test_a_load_during_the_first_baseline_run_is_seen_and_that_run_is_measured_a
 
 
 @pytest.mark.slow
-@pytest.mark.skipif((__import__("os").cpu_count() or 1) < 2, reason="two workers need two cores")
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="two workers need two cores")
 def test_two_workers_under_a_load_finish_their_research(make_workspace):
     """Two local workers, tiny preset, a load of two cores through their whole baseline: what used
     to stop the loop (`the baseline run failed (timeout)`) is retried or set aside, and it goes on."""
