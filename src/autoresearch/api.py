@@ -3,7 +3,8 @@
 The names, signatures and meanings are the reference's (`MAX_SEQ_LEN`, `TIME_BUDGET`,
 `EVAL_TOKENS`, `Tokenizer`, `make_dataloader`, `evaluate_bpb`, `get_token_bytes`), bound to one
 workspace's frozen settings and prepared data, so a reference-style train.py runs unchanged.
-Two differences are the point of this project:
+One name is added: `training_clock()`, the clock TIME_BUDGET counts (clock.py). Two
+differences are the point of this project:
 - `make_dataloader(..., "val")` is refused: validation data is the evaluator's alone;
 - inside a run, `evaluate_bpb` hands the model over to the runner (handover.py) before it
   computes its own number, which is only informational.
@@ -16,14 +17,14 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from autoresearch import handover
+from autoresearch import clock, handover
 from autoresearch import settings as settings_mod
 from autoresearch.data.prepare import PreparedData, open_prepared
 from autoresearch.devices import best_device
@@ -135,6 +136,12 @@ class Harness:
         return value
 
     # --- additions -----------------------------------------------------------------------------
+
+    @cached_property
+    def training_clock(self) -> Callable[[], float]:
+        """The clock TIME_BUDGET counts, in seconds (clock.py): wall time, or on the `cpu` clock
+        the CPU time of the calling thread (call it from train.py's main thread)."""
+        return clock.training_clock(self.settings.clock)
 
     def log_metrics(self, **values: Any) -> None:
         """Append one record (e.g. step, loss, lr, tokens_per_s, grad_norm) to the metrics stream."""

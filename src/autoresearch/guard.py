@@ -26,7 +26,7 @@ def package_files() -> dict[Path, bytes]:
 
 
 # The code that defines the measurement: its hash is part of every result's fingerprint.
-EVALUATION_CODE = ("api.py", "evaluate.py", "evaluator.py", "handover.py", "loader.py", "tokenizer.py", "data/shards.py")
+EVALUATION_CODE = ("api.py", "clock.py", "evaluate.py", "evaluator.py", "handover.py", "loader.py", "tokenizer.py", "data/shards.py")
 
 
 def evaluation_code_sha256() -> str:

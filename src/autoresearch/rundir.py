@@ -63,6 +63,7 @@ class RunResult:
     inprocess_bpb: float | None = None  # what the in-process evaluate_bpb computed (informational)
     wall_seconds: float = 0.0  # launch to exit
     handover_seconds: float | None = None  # launch to hand-over
+    clock_seconds: float | None = None  # launch to hand-over on the workspace's training clock (clock.py)
     eval_seconds: float | None = None
     exit_code: int | None = None
     summary: dict[str, float] = field(default_factory=dict)  # train.py's `---` block

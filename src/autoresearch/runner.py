@@ -2,8 +2,9 @@
 
 1. Launch train.py in its own session and process group, its output going to `train.log` in
    the run folder, with a pipe for the hand-over (handover.py).
-2. Own the clock: the time of the hand-over is read on the runner's monotonic clock; at the hard
-   limit the whole process group is killed (`timeout`).
+2. Own the clock: the time of the hand-over is read on the runner's monotonic clock, and on the
+   `cpu` clock (clock.py) from the kernel's CPU times of the run; at the hard limit (wall time)
+   the whole process group is killed (`timeout`).
 3. When the hand-over arrives, copy the exported model and hash it at once: whatever train.py
    does afterwards cannot change what is evaluated.
 4. After train.py exits: end every process of the run (the group, and any that left it); then
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from autoresearch import atomic, containment, guard, processes
+from autoresearch.clock import CPU_CLOCK_ENV, run_clock_seconds
 from autoresearch.crashlog import crash_cause
 from autoresearch.data.shards import file_sha256
 from autoresearch.evaluator import EvalSpec
@@ -78,6 +80,7 @@ class _Attempt:
     known: set[int] = field(default_factory=set)
     model_sha256: str | None = None
     device: str = "cpu"
+    demand: float = 1.0  # cores the run wants (interference.run_demand)
     autocast: str | None = None
     evaluator: subprocess.Popen | None = None  # started with train.py, waiting for the model
     scratch: Path | None = None  # the evaluator's working folder
@@ -133,8 +136,11 @@ class Runner:
             processes.ENV_RUN_ID: processes.run_key(run_dir),
             "PYTHONUNBUFFERED": "1",
         })
+        if self.settings.clock == "cpu":
+            env.update(CPU_CLOCK_ENV)
         limit = self.settings.effective_hard_limit
-        meter = Meter(run_demand(env, {"gpu": "cuda", "mps": "mps"}.get(self.settings.preset, "cpu")))
+        attempt.demand = run_demand(env, {"gpu": "cuda", "mps": "mps"}.get(self.settings.preset, "cpu"))
+        meter = Meter(attempt.demand)
         with open(run_dir / LOG_FILE, "wb") as log:
             meter.start()
             started = time.monotonic()
@@ -171,6 +177,9 @@ class Runner:
             evaluator = attempt.evaluator.pid if attempt.evaluator is not None else None
             measured = meter.stop((evaluator,) if evaluator else ())
             result.interference = measured.as_dict() if measured else None
+            if result.handover_seconds is not None and result.clock_seconds is None and measured:
+                # it exited before its hand-over was read: its whole CPU time per core stands in
+                result.clock_seconds = round((measured.run_share or 0.0) * measured.seconds, 2)
             sel.close()
             os.close(read_fd)
             result.wall_seconds = round(time.monotonic() - started, 2)
@@ -191,11 +200,12 @@ class Runner:
             result.outcome = "crash"
             result.error = "train.py finished without handing over a model (it must call evaluate_bpb)"
             result.log_tail = tail(log_text)
-        elif result.handover_seconds > self.settings.deadline:
+        elif (result.clock_seconds or result.handover_seconds) > self.settings.deadline:
             result.outcome = "timeout"
+            on_clock = " of CPU time" if self.settings.clock == "cpu" else ""
             result.flags.append(
-                f"overstayed: handed over at {result.handover_seconds:.0f} s, past budget + allowance "
-                f"({self.settings.deadline:.0f} s)")
+                f"overstayed: handed over at {result.clock_seconds or result.handover_seconds:.0f} s{on_clock}, "
+                f"past budget + allowance ({self.settings.deadline:.0f} s)")
 
     def _on_message(self, line: bytes, attempt: _Attempt, at: float) -> None:
         run_dir, result = attempt.run_dir, attempt.result
@@ -209,6 +219,11 @@ class Runner:
             result.flags.append("handed over more than once (the first counts)")
             return
         result.handover_seconds = round(at, 2)
+        if self.settings.clock == "cpu" and attempt.group is not None:
+            seconds = run_clock_seconds(attempt.group, attempt.demand)
+            result.clock_seconds = round(seconds, 2) if seconds is not None else None
+        else:
+            result.clock_seconds = result.handover_seconds
         source = run_dir / MODEL_FILE
         if not source.is_file():
             result.error = "hand-over without an exported model file"

@@ -23,6 +23,7 @@ from typing import Any
 import tomli_w
 
 from autoresearch import atomic
+from autoresearch.clock import CLOCKS, CPU_CLOCK_HARD_FACTOR
 from autoresearch.errors import SettingsError
 
 if sys.version_info >= (3, 11):
@@ -64,10 +65,14 @@ class Settings:
         "data", "local datasets: share of files (per mille) pinned to the never-exposed held-out split", 40)
 
     # The clock and the evaluator.
+    clock: str = setting(
+        "runner", '"wall" | "cpu": what time_budget counts: wall seconds, or CPU seconds of the training '
+        "process's main thread (load-robust on a CPU; docs/decisions.md)", "wall")
     startup_allowance: float = setting(
         "runner", "seconds for imports/compilation/hand-over beyond the budget", 60.0)
     hard_limit: float = setting(
-        "runner", "kill the run after this many seconds (0 = 2*budget + allowance)", 0.0)
+        "runner", "kill the run after this many wall seconds (0 = 2*budget + allowance; twice that on the cpu clock)",
+        0.0)
     eval_batch_size: int = setting("runner", "rows per batch in the harness's own evaluator", 8)
 
     # The keep rule (docs/decisions.md); these help lines are written into autoresearch.toml.
@@ -111,7 +116,8 @@ class Settings:
     def effective_hard_limit(self) -> float:
         if self.hard_limit > 0:
             return self.hard_limit
-        return 2 * self.time_budget + self.startup_allowance
+        wall = 2 * self.time_budget + self.startup_allowance
+        return wall * CPU_CLOCK_HARD_FACTOR if self.clock == "cpu" else wall
 
     @property
     def deadline(self) -> float:
@@ -344,6 +350,8 @@ def validate(s: Settings) -> None:
     if s.val_permille + s.heldout_permille >= 500:
         raise SettingsError(f"heldout_permille must be below {500 - s.val_permille} (500 - val_permille "
                             f"{s.val_permille}: less than half the data outside train), got {s.heldout_permille}")
+    if s.clock not in CLOCKS:
+        raise SettingsError(f"clock must be one of {', '.join(CLOCKS)}, got {s.clock!r}")
     _at_least(s, "startup_allowance", 0)
     _at_least(s, "hard_limit", 0, " (0 = the default)")
     if s.hard_limit and s.hard_limit < s.deadline:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -118,13 +119,25 @@ class Workspace:
         """Fixed files that are not what the harness wrote; empty when all is well."""
         problems = []
         prepare = self.root / PREPARE_FILE
-        if not prepare.exists() or prepare.read_text(encoding="utf-8", errors="replace") != template(PREPARE_FILE):
+        if not prepare.exists() or not is_harness_prepare(prepare.read_bytes()):
             problems.append(PREPARE_FILE)
         try:
             settings_mod.load(self.root)
         except settings_mod.SettingsError:
             problems.append(settings_mod.SETTINGS_FILE)
         return problems
+
+
+# prepare.py as earlier releases wrote it: a workspace made then keeps its own (without the names
+# added since), and is still a workspace the harness wrote.
+EARLIER_PREPARE_SHA256 = frozenset({
+    "e9b97112655d36ed647bb4feb00e7f5fa79ef6c2c7dba37756c4c20bdf0db38f",  # before training_clock (2026-11-27)
+})
+
+
+def is_harness_prepare(data: bytes) -> bool:
+    """Whether `data` is a prepare.py this harness or an earlier release wrote."""
+    return data == template(PREPARE_FILE).encode("utf-8") or hashlib.sha256(data).hexdigest() in EARLIER_PREPARE_SHA256
 
 
 def find(start: Path | None = None) -> Workspace:

@@ -10,6 +10,7 @@ It re-exports the reference's names, bound to this workspace's frozen settings
     evaluate_bpb(model, tokenizer, batch_size)           hands the model to the evaluator
     get_token_bytes(device)                              UTF-8 bytes of each token id
     log_metrics(step=..., loss=..., ...)                 per-step metrics stream of the run
+    training_clock()                                     seconds on the clock TIME_BUDGET counts
 
 `python prepare.py` downloads/builds the data and tokenizer (same as `autoresearch prepare`).
 """
@@ -29,6 +30,7 @@ make_dataloader = _harness.make_dataloader
 evaluate_bpb = _harness.evaluate_bpb
 get_token_bytes = _harness.get_token_bytes
 log_metrics = _harness.log_metrics
+training_clock = _harness.training_clock
 
 if __name__ == "__main__":
     _harness.prepare_main()
