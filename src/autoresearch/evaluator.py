@@ -9,8 +9,8 @@ into memory and warms up torch.export's loader; then it waits for a second line 
 file, its hash, the device and autocast dtype) and prints the result as one JSON line on stdout.
 So after train.py exits only the model load and the scoring remain. Everything passes through
 pipes only the runner holds (no file train.py could plant or edit), `-I` keeps the working
-folder off the import path, it runs niced (training has the machine), and on Linux it is made
-non-dumpable, so a process of the same non-root user cannot ptrace it or read its memory.
+folder off the import path, and on Linux it is made non-dumpable, so a process of the same
+non-root user cannot ptrace it or read its memory.
 
 The spec (written by the runner, from what it holds in memory) names the model file and its
 sha256, the settings, the expected data fingerprint, the device and the autocast dtype that
@@ -184,7 +184,8 @@ def serve(stdin: TextIO) -> dict:
 
 
 def _protect_process() -> None:
-    os.nice(10)  # training has the machine while it runs; by scoring time train.py has exited
+    # Not niced: it only sleeps while train.py trains, and a niced evaluator on a busy machine gets a
+    # tenth of a core to score with (an unprivileged process cannot raise its priority back).
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
