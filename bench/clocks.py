@@ -42,12 +42,13 @@ def main() -> None:
     parser.add_argument("--load-cores", type=int, default=1, help="cores the load keeps busy while on")
     parser.add_argument("--random", action="store_true", help="switch the load on and off at random intervals")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random schedule")
+    parser.add_argument("--hard-limit", type=float, default=0.0, help="wall seconds before a run is killed (0: default)")
     parser.add_argument("--cache", help="data cache folder (default: $AUTORESEARCH_CACHE or ~/.cache/autoresearch)")
     args = parser.parse_args()
     print(f"machine: {machine()}; {date.today()}")
     runners = {}
     for clock in CLOCKS:
-        ws, prepared = prepared_workspace(args.preset, args.budget, args.cache, clock=clock)
+        ws, prepared = prepared_workspace(args.preset, args.budget, args.cache, clock=clock, hard_limit=args.hard_limit)
         runners[clock] = (Runner(ws, ws.settings(), prepared.data_sha256), ws.git.head())
     load_text = "on/off at random" if args.random else "on for every loaded run"
     print(f"{args.preset} preset, budget {args.budget:g} s, {args.runs} runs per clock and condition; "

@@ -68,6 +68,14 @@ def test_a_disturbed_experiment_runs_again_before_it_is_judged(make_workspace):
     assert any("run 0003 disturbed" in line and "running it again (1/2)" in line for line in logged)
 
 
+def test_on_the_cpu_clock_contention_alone_does_not_disturb_a_run(make_workspace):
+    # the cpu clock counts the run's own CPU time: others' use of the CPU no longer shortens training
+    ws = make_workspace(budget=3, max_interference=0.25, clock="cpu")
+    run_loop(ws, ScriptedExecutor(ws, contention=[0.9, 0.0, 0.9]), [("a gain", BETTER)])
+    assert rows_of(ws) == [("baseline", "keep", "baseline")] * 2 + [("experiment", "keep", "gain")]
+    assert Ledger.open(ws.ledger_path).rows[2].interference == 0.9  # still measured and recorded
+
+
 def test_a_disturbed_baseline_run_is_retried_and_the_loop_goes_on(make_workspace):
     ws = make_workspace(budget=3, max_interference=0.25)
     run_loop(ws, ScriptedExecutor(ws, contention=[0.9, 0.0, 0.0]), [("a gain", BETTER)])
