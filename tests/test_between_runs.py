@@ -9,11 +9,14 @@ The agent flow with real training is in test_documented_flows.py, the cheats in 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
-from autoresearch import integrity, ledger
+from autoresearch import integrity, ledger, processes
 from autoresearch.errors import WorkspaceError
 from autoresearch.integrity import BranchMovedError, LedgerChangedError
 from autoresearch.ledger import Ledger
@@ -204,3 +207,40 @@ def test_an_invalid_row_deleted_is_refused(ws):
     with pytest.raises(WorkspaceError, match="its last row was: .* invalid touches helper"):
         with opened(ws):
             pass
+
+
+# --- one command at a time ----------------------------------------------------------------------
+
+
+def test_a_second_command_refuses_while_one_holds_the_workspace_and_touches_nothing(ws):
+    """A live command holds the workspace (holder.json); another one refuses before it resumes anything,
+    so the first one's run under way keeps training. Once the holder is gone (killed), it holds nothing."""
+    run_dir = ws.runs_dir / "0003"
+    run_dir.mkdir(parents=True)
+    env = {**os.environ, processes.ENV_RUN_ID: processes.run_key(run_dir)}
+    training = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], env=env,
+                                start_new_session=True)  # the holder's run under way
+    flights = [{"phase": "running", "parent": ws.git.head(), "kind": "control", "description": "control",
+                "runs": ["0003"], "workers": 1}]
+    (ws.state_dir / "flights.json").write_text(json.dumps(flights))
+    hold = ("import sys, time; from pathlib import Path; from autoresearch import holder, workspace; "
+            "holder.claim(workspace.Workspace(Path(sys.argv[1]))); print('held', flush=True); time.sleep(600)")
+    other = subprocess.Popen([sys.executable, "-c", hold, str(ws.root)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "held"
+        with pytest.raises(WorkspaceError, match=rf"\(pid {other.pid}, started at .*\) is running in this workspace"):
+            opened(ws)
+        assert training.poll() is None and run_dir.is_dir()  # its run is untouched
+        assert json.loads((ws.state_dir / "flights.json").read_text()) == flights
+    finally:
+        other.kill()
+        other.wait()
+    try:
+        with opened(ws) as loop:  # the holder is gone: the interrupted run is ended and run again
+            loop.run(None)
+        assert training.wait(timeout=30) is not None
+        assert [r.kind for r in rows_of(ws)][-1] == "control"
+    finally:
+        if training.poll() is None:
+            training.kill()
+    assert not (ws.state_dir / "holder.json").exists()  # released on close

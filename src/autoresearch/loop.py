@@ -41,7 +41,7 @@ from datetime import date
 from pathlib import Path
 
 import autoresearch
-from autoresearch import atomic, devices, integrity, ledger_check, processes
+from autoresearch import atomic, devices, holder, integrity, ledger_check, processes
 from autoresearch.data.prepare import PreparedData, open_prepared
 from autoresearch.errors import ProposerError, SettingsError, WorkspaceError
 from autoresearch.interference import Interference
@@ -149,11 +149,16 @@ class Loop:
         changes, crashes and the end (else [tracking] of autoresearch.toml; checked before anything else)."""
         found = find(root)
         tracking = tracking_config.load(found.root).with_trackers(track).with_notify(notify)
-        outside = None if accept else _take_outside_commits(found, log)
-        set_aside = _set_aside_other_edits(found, log) if edited_train or outside else []
-        ws, settings, prepared = open_workspace(root)
-        ex = make_executor(executor, ws, settings, workers, ray_address, cpus_per_run) \
-            if isinstance(executor, str) else executor
+        holder.claim(found)  # before anything is resumed: resuming ends the runs it finds unfinished
+        try:
+            outside = None if accept else _take_outside_commits(found, log)
+            set_aside = _set_aside_other_edits(found, log) if edited_train or outside else []
+            ws, settings, prepared = open_workspace(root)
+            ex = make_executor(executor, ws, settings, workers, ray_address, cpus_per_run) \
+                if isinstance(executor, str) else executor
+        except BaseException:
+            holder.release(found)
+            raise
         try:
             loop = cls(ws, settings, prepared, ex, log)
             loop.set_aside, loop.outside = set_aside, outside
@@ -178,6 +183,7 @@ class Loop:
                 loop._take_edit("", OUTSIDE)
         except BaseException:
             ex.close()
+            holder.release(found)
             raise
         return loop
 
@@ -187,9 +193,12 @@ class Loop:
         try:
             self.ex.close()
         finally:
-            if self.publisher is not None:
-                self.publisher.ended(self._closing_line(), why or self.stopped)
-                self.publisher.close(tracking_wait_s)
+            try:
+                if self.publisher is not None:
+                    self.publisher.ended(self._closing_line(), why or self.stopped)
+                    self.publisher.close(tracking_wait_s)
+            finally:
+                holder.release(self.ws)
 
     def __enter__(self) -> Loop:
         return self
