@@ -62,7 +62,7 @@ def test_the_readme_commands_as_written(tmp_path, corpus):
     commands = bash_block_after((ROOT / "README.md").read_text(), "## Using it")
     verbs = [c.split()[1] if c.startswith("autoresearch ") else c.split()[0] for c in commands]
     assert verbs[:5] == ["source", "init", "cd", "prepare", "loop"]  # the order a user follows
-    assert {"status", "report", "dashboard"} <= set(verbs)
+    assert {"status", "report", "dashboard", "audit"} <= set(verbs)
     cwd = tmp_path
     for command in commands:
         if command.startswith("source "):
@@ -78,7 +78,10 @@ def test_the_readme_commands_as_written(tmp_path, corpus):
             continue
         shell(cwd, command)
     rows = Ledger.open(cwd / "results.tsv").rows
-    assert [r.kind for r in rows] == ["baseline", "experiment"] + (["rebaseline"] if "rebaseline" in verbs else [])
+    assert [r.kind for r in rows if r.kind != "audit"] == ["baseline", "experiment"] + (
+        ["rebaseline"] if "rebaseline" in verbs else [])
+    kept = rows[1].status == "keep"  # then the audit ran the baseline and the kept change once more
+    assert [r.commit for r in rows if r.kind == "audit"] == ([rows[0].commit, rows[1].commit] if kept else [])
     assert (cwd / "progress.png").stat().st_size > 0 and (cwd / "report.html").stat().st_size > 0
 
 

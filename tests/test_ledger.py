@@ -42,6 +42,8 @@ def rows() -> list[Row]:
             interference=0.45, slowdown=0.3),
         Row("bcd2345", 0.992, 44.2, "keep", "control", run_id="0009", kind="control", rule="control",
             interference=0.0, slowdown=-0.01),
+        Row("abc1234", 1.003, 44.0, "keep", "audit of abc1234: the baseline", run_id="0010", kind="audit",
+            rule="audit", reason="re-measures abc1234 (`autoresearch audit`): does its gain reproduce?"),
     ]
 
 

@@ -115,6 +115,31 @@ def test_loop_keeps_gains_resets_losses_and_records_everything(make_workspace):
     assert len(proposer.seen) == 6
 
 
+def test_the_audit_runs_the_kept_change_and_the_baseline_again_for_real(make_workspace):
+    """`autoresearch audit --json` (the real CLI, runner and evaluator) after a known-good change was
+    kept: the baseline and the change run once more, as `audit` rows, and the gain is there again."""
+    ws = make_workspace(budget=3, baseline_runs=2, control_every=0)
+    commit_train(ws, hparams.rewrite(ws.train_py.read_text(), SLOW_LRS), "a deliberately slow baseline")
+    with Loop.open(ws.root, tag="audit", log=lambda _: None) as loop:
+        loop.run(Scripted([("restore the learning rates", set_values(GOOD_LRS))]), Limits(max_experiments=1))
+    rows = Ledger.open(ws.ledger_path).rows
+    assert [(r.kind, r.status) for r in rows] == [("baseline", "keep")] * 2 + [("experiment", "keep")]
+    best = ws.git.head()
+    done = subprocess.run([sys.executable, "-m", "autoresearch", "audit", "--json", "--quiet"], cwd=ws.root,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    audit_rows = Ledger.open(ws.ledger_path).rows[3:]
+    assert [(r.kind, r.status, r.commit) for r in audit_rows] == [("audit", "keep", rows[0].commit),
+                                                                  ("audit", "keep", rows[2].commit)]
+    assert all(RunResult.load(ws.runs_dir / r.run_id).outcome == "ok" for r in audit_rows)
+    doc = json.loads(done.stdout)
+    [change] = doc["changes"]
+    assert (change["commit"], change["runs"], change["parent_runs"]) == (rows[2].commit, 1, 1)
+    assert change["gain"] > 0.05 and change["verdict"] in ("reproduces", "smaller", "unclear"), change
+    assert "audit: " in done.stderr  # the runs' lines go to stderr, the document alone to stdout
+    assert ws.git.head() == best and ws.git.dirty_paths() == []
+
+
 def test_a_hung_run_is_killed_with_everything_it_started(make_workspace):
     ws = make_workspace(budget=2, baseline_runs=1, startup_allowance=40.0, hard_limit=45.0)
     hang = (

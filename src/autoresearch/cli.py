@@ -75,6 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", "--message", default="", help="one line: why")
     _add_quiet(p)
 
+    p = sub.add_parser("audit", help="run the kept changes again: do their gains reproduce?",
+                       description="Run the baseline and every kept change that leads to the best again (--runs "
+                       "times each, in rounds; kind `audit` in results.tsv, joining the noise estimate) and report "
+                       "per kept change whether its gain reproduces within the noise: reproduces, smaller, does not "
+                       "reproduce, or unclear (docs/decisions.md). A stopped audit resumes where it stopped. The "
+                       "branch stays at the best.")
+    p.add_argument("--runs", type=int, default=1, metavar="N",
+                   help="audit runs of each commit (default: %(default)s; 0: no runs, the report of those recorded)")
+    p.add_argument("--json", action="store_true", help="print the audit as JSON (docs/json.md); the runs' lines go "
+                   "to stderr")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="runs at once, as the research ran them "
+                   "(results are compared only among runs made with the same parallelism; default: %(default)s)")
+    _add_quiet(p)
+
     p = sub.add_parser("loop", help="run experiments autonomously until a limit",
                        description="Measure the baseline, then propose, run and decide experiments until "
                        "--max-experiments or --hours is reached (or Ctrl-C). Resumes where it stopped.")
@@ -290,6 +304,25 @@ def cmd_rebaseline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    import json
+
+    from autoresearch.errors import SettingsError
+    from autoresearch.loop import Loop
+
+    if args.runs < 0:
+        raise SettingsError(f"--runs must be 0 or more, got {args.runs}")
+    say = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else print
+    with stopped_by_signals("autoresearch audit"), Loop.open(log=say, workers=args.workers) as loop, \
+            _progress(loop, args, args.json):
+        report = loop.audit(args.runs)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2, allow_nan=False))
+    else:
+        print("\n".join(report.lines()))
+    return 0
+
+
 def proposer_settings(name: str | None, args: argparse.Namespace):
     """The proposer's configuration: [proposer] in autoresearch.toml, overridden by the flags."""
     from autoresearch import workspace
@@ -333,10 +366,13 @@ def cmd_loop(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress(loop, args: argparse.Namespace):
+def _progress(loop, args: argparse.Namespace, stderr: bool = False):
+    from rich.console import Console
+
     from autoresearch.progress import LiveProgress
 
-    return LiveProgress(loop.ws.root, loop.settings.time_budget, enabled=not args.quiet)
+    console = Console(highlight=False, stderr=stderr)
+    return LiveProgress(loop.ws.root, loop.settings.time_budget, console=console, enabled=not args.quiet)
 
 
 class Interrupted(Exception):
@@ -409,7 +445,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
 COMMANDS = {"init": cmd_init, "prepare": cmd_prepare, "run": cmd_run, "loop": cmd_loop, "status": cmd_status}
 COMMANDS.update(report=cmd_report, dashboard=cmd_dashboard, logs=cmd_logs, ledger=cmd_ledger, rebaseline=cmd_rebaseline)
-COMMANDS.update({"track": cmd_track, "export-best": cmd_export_best})
+COMMANDS.update({"track": cmd_track, "export-best": cmd_export_best, "audit": cmd_audit})
 
 
 def main(argv: list[str] | None = None) -> int:

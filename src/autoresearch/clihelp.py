@@ -33,6 +33,10 @@ EXAMPLES: dict[str, str] = {
     "rebaseline": """\
   autoresearch rebaseline -m "accept the reset to abc1234"   # after a refused branch move
   autoresearch rebaseline                           # measure the best again, on demand""",
+    "audit": """\
+  autoresearch audit                                # each kept change and the baseline run once more
+  autoresearch audit --runs 3                       # three rounds: smaller standard errors
+  autoresearch audit --runs 0 --json | jq .counts   # the verdicts of the audit runs recorded so far""",
     "status": """\
   autoresearch status                               # summary and the last 12 runs
   autoresearch status --last 40 --rule              # more runs, the whole keep rule

@@ -49,6 +49,7 @@ RULES: dict[str, str] = {
     "memory-limit": "discarded: peak memory above the hard limit",
     "disturbed": "not judged: other work on the machine disturbed the run (interference.py); it runs again",
     "control": "a control run of the best: re-measures the best and the noise",
+    "audit": "an audit run of a kept commit (`autoresearch audit`): does its gain reproduce?",
 }
 
 

@@ -76,6 +76,11 @@ class Git:
     def rev(self, ref: str) -> str:
         return self.run("rev-parse", ref)
 
+    def is_ancestor(self, rev: str, of: str) -> bool:
+        """Whether `rev` is `of` or one of its ancestors (False when `rev` is unknown)."""
+        return subprocess.run(["git", "merge-base", "--is-ancestor", rev, of], cwd=self.root,
+                              capture_output=True).returncode == 0
+
     def dirty_paths(self) -> list[str]:
         """Tracked files that differ from HEAD and untracked files that are not ignored."""
         # -z: entries end with NUL, names unquoted, and the two status letters (the first may be a

@@ -46,7 +46,7 @@ from autoresearch import atomic
 from autoresearch.errors import LedgerError
 
 STATUSES = ("keep", "discard", "crash", "timeout", "invalid")
-KINDS = ("baseline", "experiment", "confirm", "rebaseline", "control", "disturbed")  # rebaseline: `autoresearch rebaseline`
+KINDS = ("baseline", "experiment", "confirm", "rebaseline", "control", "disturbed", "audit")  # rebaseline, audit: their commands
 REFERENCE_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description")
 DAMAGED_SUFFIX = ".damaged"  # results.tsv.damaged: the lines set aside from results.tsv
 DAMAGED_HEADER = "line\tset_aside\tproblem\ttext"

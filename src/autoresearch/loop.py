@@ -31,6 +31,7 @@ again on demand).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -42,6 +43,7 @@ from pathlib import Path
 
 import autoresearch
 from autoresearch import atomic, devices, holder, integrity, ledger_check, processes
+from autoresearch.audit import AUDIT, Report, commits
 from autoresearch.data.prepare import PreparedData, open_prepared
 from autoresearch.errors import ProposerError, SettingsError, WorkspaceError
 from autoresearch.interference import Interference
@@ -56,7 +58,7 @@ from autoresearch.proposers.base import (
     save_proposal,
 )
 from autoresearch.research import (
-    BASELINE_KINDS, MAX_PROPOSER_FAILURES, REBASELINE, Limits, Pending, Research, Spent, commit_message,
+    BASELINE_KINDS, MAX_PROPOSER_FAILURES, REBASELINE, REMEASURES, Limits, Pending, Research, Spent, commit_message,
 )
 from autoresearch.rundir import DIFF_FILE, HANDED_OVER, RunResult, now
 from autoresearch.scale import frontier
@@ -383,9 +385,15 @@ class Loop:
         schedules) finishes. Without a proposer, only what is already queued runs."""
         self.proposer = proposer
         self.failures = 0
-        try:
+        with self._ending_runs_on_error():
             self.ensure_baseline()
             return self._loop(proposer, limits)
+
+    @contextlib.contextmanager
+    def _ending_runs_on_error(self):
+        """An error or Ctrl-C ends the runs under way (unrecorded: they run again on resume)."""
+        try:
+            yield
         except BaseException as e:
             if self.by_run:
                 why = "interrupted" if isinstance(e, KeyboardInterrupt) else "stopping"
@@ -478,6 +486,42 @@ class Loop:
         self._remember()
         return [r for r in self.research.ledger.rows if r.run_id in pending.runs]
 
+    def audit(self, runs: int = 1) -> Report:
+        """`autoresearch audit`: run the baseline and every kept change that leads to the best again,
+        `runs` times each, in rounds, as runs of kind `audit` (audit.py); then what the audit runs say
+        of each kept change. An audit a stopped call left is finished first, and no new one queued;
+        `runs` 0 runs nothing (the report of the audit runs already recorded). The branch and the
+        working tree stay at the best."""
+        others = [p for p in self.flights if p.kind != AUDIT]
+        if others:
+            what = ", ".join(sorted({f"{p.kind} {p.description or p.commit[:7]!r}" for p in others}))
+            raise WorkspaceError(f"work is under way or queued in this workspace ({what}): finish it first with "
+                                 "`autoresearch loop --max-experiments 0`, then audit")
+        changes = self.research.kept_changes()
+        elsewhere = sorted({r.workers or 1 for r in self.research.ledger.rows if r.kind == "experiment"
+                            and r.status == "keep" and (r.workers or 1) != self.ex.workers})
+        if not changes and elsewhere:
+            self.log(f"the changes kept here were measured {elsewhere[0]} at a time: audit them with "
+                     f"`autoresearch audit --workers {elsewhere[0]}`")
+        left = [p for p in self.flights if p.kind == AUDIT]
+        if left:
+            self.log(f"resuming the audit a stopped call left: {len(left)} run(s) to go")
+        elif changes and runs > 0:
+            for _ in range(runs):  # in rounds: a drift of the machine touches every commit alike
+                for commit in commits(changes):
+                    what = next((c.description for c in changes if c.commit == commit), "the baseline")
+                    self.flights.append(Pending(phase="queued", parent=self.ws.git.rev(commit), kind=AUDIT,
+                                                proposer=AUDIT, description=f"audit of {commit}: {what}",
+                                                workers=self.ex.workers))
+            self._save()
+            self.log(f"audit: {len(changes)} kept change(s), {runs} run(s) of each of {len(commits(changes))} "
+                     f"commits ({len(self.flights)} runs of {self.settings.time_budget:g} s)")
+        if self.flights:
+            self.proposer = None
+            with self._ending_runs_on_error():
+                self._loop(None, Limits())
+        return self.research.audit_report(changes)
+
     def _closing_line(self) -> str:
         try:
             return self.closing_line()
@@ -555,7 +599,7 @@ class Loop:
             if any(f.startswith(DISTURBED_BUT_USED) for f in result.flags):
                 continue
             reason = self.research.disturbance(result)
-            if not reason and result.outcome == "timeout" and pending.kind in (*BASELINE_KINDS, "control"):
+            if not reason and result.outcome == "timeout" and pending.kind in (*BASELINE_KINDS, *REMEASURES):
                 measured = Interference.from_dict(result.interference)
                 reason = f"it ran out of time ({result.why})" + (f"; {measured.describe()}" if measured else "")
             if not reason:
@@ -572,8 +616,9 @@ class Loop:
             self.log(f"run {result.run_id} disturbed: {reason}; not judged, running it again "
                      f"({pending.retries}/{retries * slots})")
 
-    def _advance_control(self, pending: Pending) -> None:
-        """A control run of the best: run it once (again if disturbed), then record it."""
+    def _advance_remeasure(self, pending: Pending) -> None:
+        """A control run of the best, or an audit run of a kept commit: run it once (again if
+        disturbed), then record it."""
         self._set_aside_disturbed(pending)
         results = self._finished_results(pending)
         if not results:
@@ -581,12 +626,15 @@ class Loop:
                 self._launch(pending)
             return
         result = results[0]
-        if result.outcome == "ok":
+        if result.outcome == "ok" and pending.kind == AUDIT:
+            self.research.record_audit(pending, result)
+        elif result.outcome == "ok":
             self.research.record_control(pending, result)
         else:
-            self.research.record([self.research.row(result, pending, result.outcome, "control", result.outcome,
-                                                    result.error)])
-            self.log(f"control run {result.run_id} of the best failed ({result.outcome}: {result.error})")
+            self.research.record([self.research.row(result, pending, result.outcome, pending.kind, result.outcome,
+                                                    result.error, nodes=self.research.complexity_of(pending.parent))])
+            self.log(f"{pending.kind} run {result.run_id} of {pending.parent[:7]} failed ({result.outcome}: "
+                     f"{result.error})")
         self._forget(pending)
         self._save()
 
@@ -779,8 +827,8 @@ class Loop:
             return 0
         if any(r in self.by_run for r in pending.runs):
             return 0
-        if pending.kind == "control":
-            self._advance_control(pending)
+        if pending.kind in REMEASURES:
+            self._advance_remeasure(pending)
             return 0
         self._set_aside_disturbed(pending)
         rows = self.research.judge(pending, self._finished_results(pending))

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
-from autoresearch import complexity, devices, guard
+from autoresearch import audit, complexity, devices, guard
+from autoresearch.audit import AUDIT
 from autoresearch.decide import Decision, Runs, decide, implausible, pooled_sigma
 from autoresearch.errors import ProposerError
 from autoresearch.interference import Interference
@@ -30,6 +31,7 @@ from autoresearch.workspace import TRAIN_FILE, Workspace
 MAX_PROPOSER_FAILURES = 5  # in a row, before the loop gives up
 REBASELINE = "rebaseline"  # the kind of a baseline measured on demand (`autoresearch rebaseline`)
 BASELINE_KINDS = ("baseline", REBASELINE)  # what measures the best commit rather than a change
+REMEASURES = ("control", AUDIT)  # runs of a kept commit made again: they join its runs and the noise estimate
 
 
 def _speed(steps: float | None, seconds: float | None) -> float | None:
@@ -52,7 +54,7 @@ class Pending:
     phase: str
     parent: str  # the best commit when it was proposed
     proposer: str = ""
-    kind: str = "experiment"  # experiment | baseline | rebaseline
+    kind: str = "experiment"  # experiment | baseline | rebaseline | control | audit
     description: str = ""
     hypothesis: str = ""
     params: dict = field(default_factory=dict)
@@ -219,7 +221,7 @@ class Research:
     def interference_shift(self) -> float:
         """How far the interference of the last experiment's run is from the median of the best's
         runs (baseline and control), in contention; 0 when either is unknown."""
-        best = [r.interference for r in self.kept_rows() if r.kind in (*BASELINE_KINDS, "control")]
+        best = [r.interference for r in self.kept_rows() if r.kind in (*BASELINE_KINDS, *REMEASURES)]
         last = next((r.interference for r in reversed(self.ledger.rows) if r.kind in ("experiment", "confirm")), None)
         best = [v for v in best if v is not None]
         if last is None or not best:
@@ -333,11 +335,35 @@ class Research:
         if warning:
             self.log(f"warning: {warning}")
 
+    def record_audit(self, pending: Pending, result: RunResult) -> None:
+        """An audit run of a kept commit (audit.py): a `keep` row of kind `audit` with the commit it
+        re-measured, which joins that commit's runs and the noise estimate like a control run."""
+        commit = pending.parent[:7]
+        self.record([self.row(result, pending, "keep", AUDIT, AUDIT,
+                              f"re-measures {commit} (`autoresearch audit`): does its gain reproduce?",
+                              nodes=self.complexity_of(pending.parent))])
+        recorded = [r.val_bpb for r in self.kept_rows(pending.parent) if r.kind != AUDIT]
+        before = f" (recorded {statistics.fmean(recorded):.6f} over {len(recorded)} runs)" if recorded else ""
+        self.log(f"audit: {commit} val_bpb {result.val_bpb:.6f}{before}")
+
+    def kept_changes(self) -> list[audit.Change]:
+        """The kept changes that lead to the best (HEAD), oldest first (audit.kept_changes)."""
+        head = self.ws.git.head()
+        return audit.kept_changes(self.measured(), lambda commit: self.ws.git.is_ancestor(commit, head))
+
+    def audit_report(self, changes: list[audit.Change] | None = None) -> audit.Report:
+        """What the audit runs in the ledger say of each kept change (audit.py)."""
+        changes = self.kept_changes() if changes is None else changes
+        rows, sigma = self.measured(), self.sigma()
+        return audit.Report(self.ws.git.branch(), sigma, self.settings.keep_z,
+                            tuple(audit.judge(c, rows, sigma, self.settings.keep_z) for c in changes),
+                            tuple(audit.measured(changes, rows)))
+
     def experiments_since_control(self) -> int:
-        """Experiments decided since the last baseline or control run."""
+        """Experiments decided since the last baseline, control or audit run."""
         count = 0
         for row in reversed(self.ledger.rows):
-            if row.kind in (*BASELINE_KINDS, "control"):
+            if row.kind in (*BASELINE_KINDS, *REMEASURES):
                 break
             count += row.kind == "experiment"
         return count

@@ -203,7 +203,7 @@ def headline(s: Summary, settings: Settings | None = None) -> list[tuple[str, st
     return lines
 
 
-COLUMNS = ("run", "commit", "val_bpb", "gain", "nodes", "memory", "status", "description", "why")
+COLUMNS = ("run", "commit", "val_bpb", "gain", "nodes", "memory", "status", "kind", "description", "why")
 
 
 def render(rows: list[Row], settings: Settings | None, last: int = 12, rule: bool = False,
@@ -237,7 +237,7 @@ def _cells(r: Row, paid: bool) -> tuple[str, ...]:
             f"{r.gain:+.4f}" if r.gain is not None else "",
             f"{r.complexity_delta:+d}" if r.complexity_delta is not None else "",
             f"{r.memory_delta:+.2f} GB" if r.memory_delta is not None else "",
-            r.status, r.description, r.why,
+            r.status, r.kind, r.description, r.why,
             *((f"{r.tokens:,}" if r.tokens else "", f"{r.cost_usd:.4f}" if r.cost_usd else "") if paid else ()))
 
 

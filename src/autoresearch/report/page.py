@@ -56,7 +56,7 @@ a{color:#0b62a4;text-decoration:none}a:hover{text-decoration:underline}
   <div class="legend"><span><i style="background:#2ca02c"></i>running best / kept</span><span><i style="background:#9a9a9a"></i>discarded</span><span><i style="background:#1f77b4"></i>baseline (band: +-1 sigma)</span><span><i style="background:#d62728"></i>crash / timeout / invalid (top strip)</span></div>
 </section>
 <section class="card"><h2>Ledger <span id="ledger-count" class="muted"></span></h2>
-  <div class="ledger-wrap"><table id="ledger"><thead><tr><th>#</th><th>run</th><th>status</th><th>commit</th><th>val_bpb</th><th>gain</th><th>best</th><th>description</th></tr></thead><tbody></tbody></table></div>
+  <div class="ledger-wrap"><table id="ledger"><thead><tr><th>#</th><th>run</th><th>status</th><th>kind</th><th>commit</th><th>val_bpb</th><th>gain</th><th>best</th><th>description</th></tr></thead><tbody></tbody></table></div>
 </section>
 </main>
 <script>
@@ -204,10 +204,12 @@ function drawProgress(svg, ledger, summary) {
       const x = sx(r.number), s = 4;
       mark = el("svg:path", {d: `M${x - s},${y + s}L${x + s},${y + s}L${x},${y - s}Z`, fill: colour, class: "point off-scale " + r.status}, svg);
     } else {
-      mark = el("svg:circle", {cx: sx(r.number), cy: y, r: r.improved ? 5.5 : 3.5, fill: colour, stroke: r.improved ? "#000" : "none",
+      const again = r.kind === "control" || r.kind === "audit";  // a kept commit measured again: a ring
+      mark = el("svg:circle", {cx: sx(r.number), cy: y, r: r.improved ? 5.5 : 3.5, fill: again ? "none" : colour,
+                               stroke: r.improved ? "#000" : (again ? colour : "none"), "stroke-width": again ? 1.5 : 1,
                                opacity: r.improved || r.kind === "baseline" ? 1 : 0.7, class: "point " + r.status}, svg);
     }
-    el("svg:title", {}, mark, "#" + r.number + " run " + (r.run_id || "-") + " " + r.status + " " + fmt(r.val_bpb) + "  " + r.description);
+    el("svg:title", {}, mark, "#" + r.number + " run " + (r.run_id || "-") + " " + r.status + " (" + r.kind + ") " + fmt(r.val_bpb) + "  " + r.description);
   }
   for (let k = 0; k <= 4; k++) {
     const v = sc.low + (sc.high - sc.low) * k / 4, y = sy(v);
@@ -230,6 +232,7 @@ function renderLedger(ledger) {
     if (r.run_id) el("a", {href: "/runs/" + encodeURIComponent(r.run_id) + "/train.log", target: "_blank", rel: "noopener"}, run, r.run_id);
     else run.textContent = "-";
     el("span", {class: "badge " + r.status}, el("td", {}, tr), r.status);
+    el("td", {}, tr, r.kind || "");
     el("code", {}, el("td", {}, tr), r.commit);
     el("td", {class: "num"}, tr, fmt(r.val_bpb));
     el("td", {class: "num"}, tr, signed(r.gain));

@@ -179,6 +179,8 @@ def _points(ax, records: tuple[RunRecord, ...], scale: Scale) -> None:
             add("timeout", r.number, row.val_bpb)
         elif r.improved:
             add("improved", r.number, row.val_bpb)
+        elif row.kind in ("control", "audit"):
+            add("again", r.number, row.val_bpb)  # a kept commit measured again
         elif row.status == "keep":
             add("keep", r.number, row.val_bpb)  # a confirmation run of a kept change
         else:
@@ -187,6 +189,8 @@ def _points(ax, records: tuple[RunRecord, ...], scale: Scale) -> None:
         "discard": dict(s=16, color=COLOURS["discard"], alpha=0.6, label="discarded"),
         "baseline": dict(s=30, color=COLOURS["baseline"], label="baseline runs"),
         "keep": dict(s=18, color=COLOURS["keep"], alpha=0.5, label="kept, not a new best (e.g. confirmation run)"),
+        "again": dict(s=22, facecolors="none", edgecolors=COLOURS["keep"], linewidths=1.2,
+                      label="kept commit measured again (control, audit)"),
         "improved": dict(s=56, color=COLOURS["keep"], edgecolors="black", linewidths=0.7, zorder=4, label="kept"),
         "timeout": dict(s=40, color=COLOURS["timeout"], marker="v", label="timeout"),
         "crash": dict(s=36, color=COLOURS["crash"], marker="x", label="crash"),
