@@ -54,13 +54,14 @@ class ScriptedExecutor:
 
     def __init__(self, ws, workers: int = 1, kill_on_submit: int | None = None,
                  values: list[float] | None = None, contention: list[float] | None = None,
-                 outcomes: list[str] | None = None) -> None:
+                 outcomes: list[str] | None = None, gpu: list[dict] | None = None) -> None:
         self.ws = ws
         self.values = list(values) if values is not None else None  # val_bpb of the runs in order, markers aside
         # interference met by the runs in order (the share of their CPU others competed for), and
         # their outcomes in order (ok, timeout, ...), markers aside; then quiet and ok
         self.contention = list(contention or [])
         self.outcomes = list(outcomes or [])
+        self.gpu = list(gpu or [])  # the GPU fields of their interference records (nvml.py), in order; then none
         self.workers = workers
         self.running: list[Job] = []
         self.kill_on_submit = kill_on_submit
@@ -92,6 +93,7 @@ class ScriptedExecutor:
         values = script.get("val", [BASELINE_BPB])
         outcome = self.outcomes.pop(0) if self.outcomes else script.get("outcome", "ok")
         contention = self.contention.pop(0) if self.contention else 0.0
+        gpu = self.gpu.pop(0) if self.gpu else {}
         val = values[min(n, len(values) - 1)] if outcome == "ok" else None
         if self.values is not None:
             val = self.values.pop(0)
@@ -102,7 +104,7 @@ class ScriptedExecutor:
             wall_seconds=4.0, handover_seconds=3.5, summary={"peak_vram_mb": 100.0, "num_steps": 10.0},
             error="" if outcome == "ok" else f"scripted {outcome}", started=stamp, ended=stamp,
             interference={"seconds": 4.0, "cores": 2, "demand": 1.0, "others_cores": 1 + contention,
-                          "contention": contention})
+                          "contention": contention, **gpu})
         log = "".join(f"\rstep {s:05d} | loss: {5 - s / 10:.4f}" for s in range(20))
         log += f"\n---\nval_bpb:          {val or 0:.6f}\ntraining_seconds: 3.0\n"
         metrics = "".join(json.dumps({"step": s, "loss": 5 - s / 10, "tokens_per_s": 9000.0,

@@ -39,8 +39,9 @@ def _speed(steps: float | None, seconds: float | None) -> float | None:
 
 
 def _contention(result: RunResult) -> float | None:
+    """The ledger's `interference`: the run's contention, or on CUDA its GPU's if larger (Interference.level)."""
     measured = Interference.from_dict(result.interference)
-    return measured.contention if measured is not None else None
+    return measured.level if measured is not None else None
 
 
 @dataclass
@@ -208,9 +209,11 @@ class Research:
             return ""
         measured = Interference.from_dict(result.interference)
         # On the cpu clock others' CPU use does not shorten training (clock.py): what it still costs
-        # (caches, memory bandwidth) shows as fewer steps per clock second, the slowdown below.
-        if (self.settings.clock == "wall" and measured is not None
-                and measured.contention > self.settings.max_interference):
+        # (caches, memory bandwidth) shows as fewer steps per clock second, the slowdown below. A GPU's
+        # contention counts on either clock.
+        level = None if measured is None else (
+            measured.level if self.settings.clock == "wall" else measured.gpu_contention)
+        if level is not None and level > self.settings.max_interference:
             return f"{measured.describe()}, above max_interference {self.settings.max_interference:.0%}"
         slowdown = self.slowdown(result)
         if slowdown is not None and slowdown > self.settings.max_slowdown:

@@ -40,6 +40,7 @@ from autoresearch.data.shards import file_sha256
 from autoresearch.evaluator import EvalSpec
 from autoresearch.handover import ENV_HANDOVER_FD, ENV_RUN_DIR
 from autoresearch.interference import Meter, run_demand
+from autoresearch.nvml import GpuSampler
 from autoresearch.rundir import (
     EVAL_FILE,
     HANDED_OVER,
@@ -139,8 +140,9 @@ class Runner:
         if self.settings.clock == "cpu":
             env.update(CPU_CLOCK_ENV)
         limit = self.settings.effective_hard_limit
-        attempt.demand = run_demand(env, {"gpu": "cuda", "mps": "mps"}.get(self.settings.preset, "cpu"))
-        meter = Meter(attempt.demand)
+        device = {"gpu": "cuda", "mps": "mps"}.get(self.settings.preset, "cpu")
+        attempt.demand = run_demand(env, device)
+        meter = Meter(attempt.demand, gpu=GpuSampler.open(env) if device == "cuda" else None)
         with open(run_dir / LOG_FILE, "wb") as log:
             meter.start()
             started = time.monotonic()

@@ -87,8 +87,8 @@ class Settings:
         "decision", "a net gain between confirm_z and keep_z standard errors gets confirmation runs", 1.0)
     min_noise: float = setting("decision", "floor on sigma, in val_bpb", 0.0005)
     max_interference: float = setting(
-        "decision", "a run that other processes competed with for more than this share of its CPU is disturbed: "
-        "not judged, run again", 0.25)
+        "decision", "a run that other processes competed with for more than this share of its CPU (on CUDA: or "
+        "of its GPU) is disturbed: not judged, run again", 0.25)
     max_slowdown: float = setting(
         "decision", "a run this much slower (steps/s) than earlier runs of its commit is disturbed", 0.25)
     disturbed_retries: int = setting(

@@ -175,7 +175,7 @@ def headline(s: Summary, settings: Settings | None = None) -> list[tuple[str, st
                  "(parallel runs slow each other: results are compared only among runs made so)")
     lines.append(("noise", noise))
     if s.interference is not None or s.disturbed:
-        lines.append(("interference", f"others competed for {100 * (s.interference or 0):.0f}% of a run's CPU "
+        lines.append(("interference", f"others competed for {100 * (s.interference or 0):.0f}% of a run's CPU or GPU "
                                       f"(median of the last runs); {s.disturbed} run(s) disturbed and run again"))
     warning = decide.implausible(s.sigma, s.best, settings) if settings is not None and s.best else ""
     if warning:
