@@ -194,7 +194,9 @@ def run_agent(argv: list[str], cwd: Path, timeout: float, log_path: Path, idle_t
     """Run the agent in its own process group, output to `log_path`; end everything it started:
     at `timeout`, or after `idle_timeout` seconds without progress (0: no watchdog)."""
     marker = f"agent-{uuid.uuid4().hex[:12]}"
-    env = {**(os.environ if env is None else env), processes.ENV_RUN_ID: marker}
+    # PWD as a shell would set it: an inherited one names the loop's folder, and some agents take
+    # their project from it (opencode: files outside it are "external" and its tools refuse them)
+    env = {**(os.environ if env is None else env), processes.ENV_RUN_ID: marker, "PWD": str(cwd)}
     started = time.monotonic()
     with open(log_path, "ab") as out:
         try:
