@@ -66,6 +66,10 @@ AGENT = textwrap.dedent('''\
         print("Description: lr up, said on the last line")
     elif mode == "idle":
         print("I looked around and changed nothing")
+    elif mode == "train":  # starts a training run itself, against the rules
+        done = subprocess.run([sys.executable, "train.py"], cwd=workspace, capture_output=True, text=True)
+        print("train.py exited with", done.returncode, done.stderr.strip().splitlines()[-1])
+        bump()
 ''')
 
 
@@ -92,6 +96,17 @@ def test_an_agent_that_edits_train_py(make_workspace, tmp_path):
     assert "lr 0.04 is the baseline's" in ws.notes_path.read_text()
     log = (proposal_dir(ws) / "agent.log").read_text()
     assert "agent starting in" in log and log.startswith("$ ") and "prompt.md" in log
+
+
+def test_a_training_run_started_by_the_agent_is_refused_by_the_data(make_workspace, tmp_path):
+    """Inside an agent (its AUTORESEARCH_RUN_ID says so) the harness's data does not load: train.py
+    fails at once with the reason, which the agent sees; its edit still goes on."""
+    ws = make_workspace()
+    proposal = proposer_for(tmp_path, "train").propose(make_context(ws))
+    log = (proposal_dir(ws) / "agent.log").read_text()
+    assert "train.py exited with 1" in log and "the data is refused inside a proposer's agent" in log, log
+    assert proposal.params["exit_code"] == 0 and "discarded" not in proposal.params
+    assert not ws.runs_dir.exists() or not any(ws.runs_dir.iterdir())  # no run came of it
 
 
 def test_an_empty_proposal_md_counts_as_none(make_workspace, tmp_path):
@@ -150,12 +165,15 @@ def test_a_dead_agent_is_a_clear_error(make_workspace, tmp_path, mode, message):
 
 def test_presets_and_templates():
     values = {"prompt": "DO IT", "prompt_file": "/w/.autoresearch/proposal/prompt.md", "workspace": "/w",
-              "description_file": "proposal.md", "model": "", "proposal_dir": "/w/.autoresearch/proposal"}
+              "description_file": "proposal.md", "model": "", "proposal_dir": "/w/.autoresearch/proposal",
+              "data_dir": "/c/autoresearch"}
     argv = {name: command_for(ProposerConfig(name="cmd", agent=name), values) for name in AGENTS}
     assert argv["claude"][:5] == ["claude", "-p", "DO IT", "--permission-mode", "acceptEdits"]
     assert "Bash(python -m py_compile train.py)" in argv["claude"]  # the check the prompt suggests
-    assert argv["codex"] == ["codex", "exec", "--sandbox", "workspace-write", "--skip-git-repo-check",
-                             "-c", "check_for_update_on_startup=false", "DO IT"]  # --full-auto is gone
+    assert argv["codex"] == [  # --full-auto is gone; a sandbox profile that cannot read the data
+        "codex", "exec", "-c", 'default_permissions="autoresearch"',
+        "-c", 'permissions.autoresearch={extends=":workspace", filesystem={"/c/autoresearch"="none"}}',
+        "--skip-git-repo-check", "-c", "check_for_update_on_startup=false", "DO IT"]
     assert argv["gemini"] == ["gemini", "-p", "DO IT", "--approval-mode", "auto_edit", "--skip-trust"]
     assert argv["opencode"] == ["opencode", "run", "DO IT"]
     assert argv["aider"][:3] == ["aider", "--message-file", "/w/.autoresearch/proposal/prompt.md"]
@@ -165,6 +183,9 @@ def test_presets_and_templates():
     custom = command_for(ProposerConfig(name="cmd", command="my-agent --in '{prompt_file}' --cwd={workspace} {model_args}",
                                         model="m1"), values)
     assert custom == ["my-agent", "--in", "/w/.autoresearch/proposal/prompt.md", "--cwd=/w", "--model", "m1"]
+    quoting = command_for(ProposerConfig(name="cmd", command="a {prompt} {data_dir}"),
+                          {**values, "prompt": "keep {model} and {workspace} as written"})
+    assert quoting == ["a", "keep {model} and {workspace} as written", "/c/autoresearch"]  # one pass
     with pytest.raises(SettingsError, match="unknown agent 'cursor'"):
         command_for(ProposerConfig(name="cmd", agent="cursor"), values)
     with pytest.raises(SettingsError, match="needs --agent"):

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from autoresearch import clock, handover
+from autoresearch import clock, handover, processes
 from autoresearch import settings as settings_mod
 from autoresearch.data.prepare import PreparedData, open_prepared
 from autoresearch.devices import best_device
@@ -65,6 +65,12 @@ class Harness:
 
     @cached_property
     def prepared(self) -> PreparedData:
+        key = processes.agent_key()
+        if key:  # an agent running train.py would train (and evaluate) outside the harness's run
+            raise AutoresearchError(
+                f"the data is refused inside a proposer's agent ({processes.ENV_RUN_ID}={key}): no training or "
+                "evaluation while proposing; the harness runs the experiment after the agent exits. "
+                "Check the change with `python -m py_compile train.py`")
         return open_prepared(self.settings)
 
     # --- the reference's functions ------------------------------------------------------------

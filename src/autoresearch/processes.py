@@ -22,6 +22,7 @@ from pathlib import Path
 import psutil
 
 ENV_RUN_ID = "AUTORESEARCH_RUN_ID"
+AGENT_KEY_PREFIX = "agent-"  # the key of a proposer's agent run (proposers/cmd.py): no data inside it
 # The harness process's pid, inherited by what it starts itself (a tracker's helper process, such as
 # wandb-core); a run's environment drops every AUTORESEARCH_RUN* variable, so its orphans lack it.
 ENV_HARNESS = "AUTORESEARCH_RUNNER_PID"
@@ -31,6 +32,12 @@ _PR_SET_CHILD_SUBREAPER = 36
 def run_key(run_dir: Path) -> str:
     """The identity a run's processes carry in ENV_RUN_ID: its run folder's absolute path."""
     return str(Path(run_dir).resolve())
+
+
+def agent_key() -> str:
+    """This process's ENV_RUN_ID when it runs inside a proposer's agent, else ""."""
+    key = os.environ.get(ENV_RUN_ID, "")
+    return key if key.startswith(AGENT_KEY_PREFIX) else ""
 
 
 def mark_harness() -> None:

@@ -3,8 +3,9 @@ each agent needs, the versions they were tested with, and the checks made before
 
 Permissions, the same across agents as far as each CLI allows: edit files in the workspace, yes;
 a shell, only for the syntax check the prompt suggests (`python -m py_compile train.py`) where
-the CLI can say so, else none (gemini, aider) or a sandbox without network (codex); no web tools
-where they can be turned off. Whatever an agent changes beyond train.py is undone afterwards
+the CLI can say so, else none (gemini, aider) or a sandbox without network that cannot read the
+data cache (codex); no web tools where they can be turned off. Inside an agent the harness's data
+refuses to load (api.py): a training run it starts fails at once, saying why. Whatever an agent changes beyond train.py is undone afterwards
 (containment.py), and everything it started is ended with it.
 
 Update checks and telemetry are turned off through each CLI's environment variables or flags.
@@ -39,6 +40,12 @@ OPENCODE_CONFIG = json.dumps({
 })
 
 
+# codex's permission profile (config.toml's [permissions.NAME], given with -c): its built-in
+# `:workspace` (writes in the workspace and the temp folders, no network) with the data cache
+# unreadable, so that a command reads no validation shard and cannot train (no data to open)
+CODEX_PROFILE = "autoresearch"
+
+
 @dataclass(frozen=True)
 class AgentPreset:
     name: str
@@ -62,10 +69,12 @@ AGENTS: dict[str, AgentPreset] = {
          "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}),
     "codex": AgentPreset(
         "codex",
-        ("codex", "exec", "{model_args}", "--sandbox", "workspace-write", "--skip-git-repo-check",
-         "-c", "check_for_update_on_startup=false", "{prompt}"),
+        ("codex", "exec", "{model_args}", "-c", f'default_permissions="{CODEX_PROFILE}"',
+         "-c", f'permissions.{CODEX_PROFILE}={{extends=":workspace", filesystem={{"{{data_dir}}"="none"}}}}',
+         "--skip-git-repo-check", "-c", "check_for_update_on_startup=false", "{prompt}"),
         "0.171.0", "npm install -g @openai/codex",
-        "edits: yes; shell: in codex's sandbox (writes only in the workspace, no network); web: no"),
+        "edits: yes; shell: in codex's sandbox (writes only in the workspace, no network, the data cache "
+        "unreadable); web: no"),
     "aider": AgentPreset(
         "aider",
         ("aider", "{model_args}", "--message-file", "{prompt_file}", "--yes-always", "--no-auto-commits",

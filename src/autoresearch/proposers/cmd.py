@@ -5,15 +5,17 @@ the agent starts) run the agents' non-interactive modes, allowed to edit files, 
 most for a syntax check:
 
     claude    claude -p PROMPT --permission-mode acceptEdits --allowedTools "Bash(python -m py_compile train.py)" ...
-    codex     codex exec --sandbox workspace-write --skip-git-repo-check PROMPT
+    codex     codex exec -c default_permissions=... --skip-git-repo-check PROMPT   (a sandbox profile:
+              writes in the workspace, no network, the data cache unreadable)
     aider     aider --message-file PROMPT_FILE --yes-always --no-auto-commits ... train.py proposal.md
     gemini    gemini -p PROMPT --approval-mode auto_edit --skip-trust
     opencode  opencode run PROMPT   (OPENCODE_CONFIG_CONTENT: shell denied but the syntax check)
 
 (`--model M` is passed on when a model is configured.) A custom `--command TEMPLATE` is split
 like a shell line and its placeholders replaced in each word: {prompt} (the prompt text, one
-argument), {prompt_file}, {workspace}, {description_file}, {proposal_dir}, {model}, and
-{model_args} (a word of its own: the preset's model flag and the model, or nothing).
+argument), {prompt_file}, {workspace}, {description_file}, {proposal_dir}, {model}, {data_dir}
+(the data cache, $AUTORESEARCH_CACHE: shards and downloads, for a rule that denies it to the
+agent), and {model_args} (a word of its own: the preset's model flag and the model, or nothing).
 
 Conventions for the agent (the prompt states them):
 - change `train.py` only; the harness runs the experiment after the agent exits;
@@ -46,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoresearch import containment, processes
+from autoresearch.data.prepare import cache_root
 from autoresearch.proposers.agents import AGENTS, agent_env, preflight, version_note
 from autoresearch.errors import ProposerError, SettingsError
 from autoresearch.ledger import Row
@@ -104,6 +107,7 @@ class AgentRun:
 
 
 POLL = 0.5  # seconds between the watchdog's looks
+PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
 @dataclass
@@ -163,9 +167,8 @@ def expand(template: list[str] | tuple[str, ...], values: dict[str, str], model_
         if word == "{model_args}":
             argv.extend(model_args)
             continue
-        for key, value in values.items():
-            word = word.replace("{" + key + "}", value)
-        argv.append(word)
+        # one pass: a placeholder's name inside a value (the prompt quoting "{model}") stays as it is
+        argv.append(PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), word))
     return argv
 
 
@@ -193,7 +196,7 @@ def run_agent(argv: list[str], cwd: Path, timeout: float, log_path: Path, idle_t
               env: dict[str, str] | None = None) -> AgentRun:
     """Run the agent in its own process group, output to `log_path`; end everything it started:
     at `timeout`, or after `idle_timeout` seconds without progress (0: no watchdog)."""
-    marker = f"agent-{uuid.uuid4().hex[:12]}"
+    marker = f"{processes.AGENT_KEY_PREFIX}{uuid.uuid4().hex[:12]}"  # the data refuses to load under it (api.py)
     # PWD as a shell would set it: an inherited one names the loop's folder, and some agents take
     # their project from it (opencode: files outside it are "external" and its tools refuse them)
     env = {**(os.environ if env is None else env), processes.ENV_RUN_ID: marker, "PWD": str(cwd)}
@@ -320,7 +323,8 @@ class CmdProposer:
         prompt = f"{instructions}\n{state.text}\n"
         prompt_file.write_text(prompt, encoding="utf-8")
         values = {"prompt": prompt, "prompt_file": str(prompt_file), "workspace": str(ws.root),
-                  "description_file": DESCRIPTION_FILE, "model": self.config.model, "proposal_dir": str(folder)}
+                  "description_file": DESCRIPTION_FILE, "model": self.config.model, "proposal_dir": str(folder),
+                  "data_dir": str(cache_root())}
         argv = command_for(self.config, values)
         (ws.root / DESCRIPTION_FILE).unlink(missing_ok=True)
         before = containment.take(ws)
