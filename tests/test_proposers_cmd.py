@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shlex
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -15,7 +18,7 @@ from autoresearch.errors import ProposerError, SettingsError
 from autoresearch.ledger import Ledger
 from autoresearch.proposers.base import Context, proposal_dir
 from autoresearch.proposers.agents import AGENTS, preflight, version_note
-from autoresearch.proposers.cmd import CmdProposer, command_for
+from autoresearch.proposers.cmd import CmdProposer, command_for, last_output_line
 from autoresearch.proposers.config import ProposerConfig
 
 AGENT = textwrap.dedent('''\
@@ -66,6 +69,11 @@ AGENT = textwrap.dedent('''\
         print("Description: lr up, said on the last line")
     elif mode == "idle":
         print("I looked around and changed nothing")
+    elif mode == "linger":  # done, proposal written, but it does not exit
+        bump()
+        (workspace / "proposal.md").write_text("Description: raise the matrix lr, then linger\\n")
+        print("All done.", flush=True)
+        time.sleep(600)
     elif mode == "train":  # starts a training run itself, against the rules
         done = subprocess.run([sys.executable, "train.py"], cwd=workspace, capture_output=True, text=True)
         print("train.py exited with", done.returncode, done.stderr.strip().splitlines()[-1])
@@ -173,8 +181,11 @@ def test_presets_and_templates():
     assert argv["codex"] == [  # --full-auto is gone; a sandbox profile that cannot read the data
         "codex", "exec", "-c", 'default_permissions="autoresearch"',
         "-c", 'permissions.autoresearch={extends=":workspace", filesystem={"/c/autoresearch"="none"}}',
-        "--skip-git-repo-check", "-c", "check_for_update_on_startup=false", "DO IT"]
+        "--skip-git-repo-check", "-c", "check_for_update_on_startup=false", "-c", "analytics.enabled=false",
+        "--disable", "plugins", "DO IT"]
     assert argv["gemini"] == ["gemini", "-p", "DO IT", "--approval-mode", "auto_edit", "--skip-trust"]
+    defaults = json.loads(Path(AGENTS["gemini"].env["GEMINI_CLI_SYSTEM_DEFAULTS_PATH"]).read_text())  # shipped
+    assert defaults["privacy"] == {"usageStatisticsEnabled": False} and "web_fetch" in defaults["tools"]["exclude"]
     assert argv["opencode"] == ["opencode", "run", "DO IT"]
     assert argv["aider"][:3] == ["aider", "--message-file", "/w/.autoresearch/proposal/prompt.md"]
     assert argv["aider"][-2:] == ["train.py", "proposal.md"] and "--no-auto-commits" in argv["aider"]
@@ -218,6 +229,19 @@ def test_a_missing_model_key_or_configuration_is_refused_before_the_agent_starts
     preflight("claude", "", home)  # claude says itself, at once, that it is not logged in
 
 
+def test_the_last_line_in_a_reason_says_something(tmp_path):
+    """What real agents end with on a dead endpoint: gemini a page of stack frames, opencode a
+    terminal reset; the reason quotes the line before."""
+    log = tmp_path / "agent.log"
+    log.write_text("$ gemini -p '{prompt}'\nAttempt 3 failed. Error: fetch failed\n    at async Models.x (file:///b.js:2:1)\n"
+                   "    at async Turn.run (file:///b.js:3:1)\n\x1b[0m\n")
+    assert last_output_line(log) == "Attempt 3 failed. Error: fetch failed"
+    log.write_text("$ agent\n\x1b[91m\x1b[1mError: \x1b[0mboom\nTraceback:\n  File \"a.py\", line 3, in <module>\n")
+    assert last_output_line(log) == "Traceback:"
+    log.write_text("$ agent\n\x1b[0m\n")
+    assert last_output_line(log) == ""
+
+
 def test_the_version_check_names_the_tested_version(tmp_path):
     fake = tmp_path / "claude"
     fake.write_text("#!/bin/sh\necho '9.9.9 (Claude Code)'\n")
@@ -245,11 +269,23 @@ def test_an_agent_that_only_repeats_itself_is_stopped_by_the_watchdog(make_works
     assert time.monotonic() - started < 60
 
 
+@pytest.mark.slow  # waits out the watchdog
+def test_an_agent_that_is_done_but_does_not_exit_keeps_its_change(make_workspace, tmp_path):
+    """proposal.md written, train.py changed, then no exit (codex 0.171 at times): the watchdog
+    ends it and the change goes on, saying so."""
+    ws = make_workspace()
+    logs: list[str] = []
+    config = dataclasses.replace(proposer_for(tmp_path, "linger").config, agent_idle_timeout=3)
+    proposal = CmdProposer(config, log=logs.append).propose(make_context(ws))
+    assert proposal.description == "raise the matrix lr, then linger"
+    assert proposal.params["ended"] == "by the watchdog, 3 s after it wrote proposal.md"
+    assert proposal.params["exit_code"] is None and any("its change goes on" in line for line in logs)
+    assert hparams.read_block(ws.train_py.read_text())["MATRIX_LR"].value == 0.05
+
+
 def test_run_folders_under_way_keep_what_they_write_while_the_agent_works(make_workspace, tmp_path):
     """With parallel workers a run under way writes its folder while the agent works: kept; a file
     in another run's folder is still the agent's and is removed."""
-    import dataclasses
-
     ws = make_workspace()
     for run_id in ("0001", "0007"):
         (ws.runs_dir / run_id).mkdir(parents=True)
@@ -261,8 +297,6 @@ def test_run_folders_under_way_keep_what_they_write_while_the_agent_works(make_w
 
 
 def test_the_test_install_pins_the_versions_the_presets_were_tested_with():
-    from pathlib import Path
-
     script = (Path(__file__).resolve().parent.parent / "scripts" / "install-agents.sh").read_text()
     packages = {"claude": "@anthropic-ai/claude-code", "codex": "@openai/codex", "gemini": "@google/gemini-cli",
                 "opencode": "opencode-ai", "aider": "aider-chat="}

@@ -25,6 +25,7 @@ Conventions for the agent (the prompt states them):
 
 Watchdog: no new output line and no change to train.py or proposal.md for agent_idle_timeout
 seconds ends the agent (an unreachable endpoint, a question nobody answers), besides agent_timeout.
+An agent ended so after it wrote proposal.md (done, but it did not exit) keeps its change.
 
 Containment: the agent runs in its own process group with the environment marker the harness
 uses for runs; at `agent_timeout` (and after it exits) the whole group, and every process that
@@ -108,6 +109,8 @@ class AgentRun:
 
 POLL = 0.5  # seconds between the watchdog's looks
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
+ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # terminal colours and cursor moves
+STACK_FRAME = re.compile(r'\s+(at \S|File ".*", line \d+)')  # JavaScript, Python
 
 
 @dataclass
@@ -255,12 +258,14 @@ def stated_description(ws: Workspace) -> tuple[str, str, str] | None:
 
 
 def last_output_line(log_path: Path) -> str:
-    """The last non-empty line the agent printed, "" when none."""
+    """The last line the agent printed that says something, "" when none: terminal escapes removed,
+    stack-trace frames skipped (gemini's retries end with a page of `    at ...` lines)."""
     try:
         output = log_path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return ""
-    lines = [ln.strip() for ln in output.replace("\r", "\n").splitlines()[1:] if ln.strip()]  # [0]: the command
+    raw = ESCAPE.sub("", output).replace("\r", "\n").splitlines()[1:]  # [0]: the command
+    lines = [ln.strip() for ln in raw if ln.strip() and not STACK_FRAME.match(ln)]
     return lines[-1] if lines else ""
 
 
@@ -345,21 +350,31 @@ class CmdProposer:
             self.log(f"  {self.agent}: discarded changes beyond train.py: {'; '.join(discarded)}")
         if run.ended_processes:
             discarded.append(f"{run.ended_processes} process(es) it left running were ended")
+        # It wrote proposal.md, its sign of being done, then neither exited nor did anything more
+        # (codex 0.171 at times, after its last message): the change goes on; the checks still apply.
+        finished = run.stalled and stated is not None
+        if finished:
+            self.log(f"  {self.agent}: no progress for {idle:g} s after it wrote {DESCRIPTION_FILE}: ended; "
+                     "its change goes on")
         # A failure is recorded under what was asked (or what the agent said it did), never under
         # whatever it printed last: that goes into the reason.
-        self._check(run, ctx, stated[0] if stated else f"agent proposal ({self.agent})", discarded, log_file)
+        self._check(run, ctx, stated[0] if stated else f"agent proposal ({self.agent})", discarded, log_file,
+                    finished)
         notes.record_proposal(self.name, description, hypothesis, agent_notes)
         params = {"agent": self.agent, "command": shlex.join(shown), "seconds": round(run.seconds, 1),
                   "exit_code": run.exit_code}
+        if finished:
+            params["ended"] = f"by the watchdog, {idle:g} s after it wrote {DESCRIPTION_FILE}"
         if discarded:
             params["discarded"] = discarded
         return Proposal(description=description, hypothesis=hypothesis, params=params)
 
-    def _check(self, run: AgentRun, ctx: Context, description: str, discarded: list[str], log_file: Path) -> None:
+    def _check(self, run: AgentRun, ctx: Context, description: str, discarded: list[str], log_file: Path,
+               finished: bool = False) -> None:
         last = last_output_line(log_file)
         where = "its output is in the proposal's agent.log" + (f" (last line: {last[:160]!r})" if last else "")
         extra = f" (also discarded: {'; '.join(discarded)})" if discarded else ""
-        if run.stalled:
+        if run.stalled and not finished:
             raise ProposerError(f"{self.agent} made no progress (no new output, no change to {TRAIN_FILE} or "
                                 f"{DESCRIPTION_FILE}) for agent_idle_timeout {self.config.agent_idle_timeout:g} s and "
                                 f"was stopped with everything it started (an unreachable endpoint or a question "
@@ -367,7 +382,7 @@ class CmdProposer:
         if run.timed_out:
             raise ProposerError(f"{self.agent} did not finish within agent_timeout {self.config.agent_timeout:g} s and "
                                 f"was stopped with everything it started; {where}{extra}", description=description)
-        if run.exit_code != 0:
+        if run.exit_code != 0 and not finished:
             raise ProposerError(f"{self.agent} exited with code {run.exit_code}; {where}{extra}", description=description)
         if not ctx.ws.train_py.exists():
             raise ProposerError(f"{self.agent} deleted train.py; {where}{extra}", description=description)
