@@ -8,7 +8,9 @@ data cache (codex); no web tools where they can be turned off. Inside an agent t
 refuses to load (api.py): a training run it starts fails at once, saying why. Whatever an agent changes beyond train.py is undone afterwards
 (containment.py), and everything it started is ended with it.
 
-Update checks and telemetry are turned off through each CLI's environment variables or flags.
+Update checks, telemetry and other calls home are turned off through each CLI's environment
+variables or flags, so that the agent talks to its model endpoint only (tests/test_agents_real.py
+checks it with strace): what is left is said in docs/proposers.md.
 """
 
 from __future__ import annotations
@@ -40,9 +42,16 @@ OPENCODE_CONFIG = json.dumps({
 })
 
 
+# gemini's settings under the user's own (GEMINI_CLI_SYSTEM_DEFAULTS_PATH: the lowest layer): no
+# usage statistics (sent to play.googleapis.com by default), telemetry, update checks, web tools,
+# subagents (local and remote)
+GEMINI_DEFAULTS = Path(__file__).with_name("gemini-defaults.json")
+
 # codex's permission profile (config.toml's [permissions.NAME], given with -c): its built-in
 # `:workspace` (writes in the workspace and the temp folders, no network) with the data cache
-# unreadable, so that a command reads no validation shard and cannot train (no data to open)
+# unreadable, so that a command reads no validation shard and cannot train (no data to open).
+# analytics.enabled=false: no metrics to ab.chatgpt.com; --disable plugins: no sync of the curated
+# plugins (api.github.com, chatgpt.com) at start; both seen with strace (tests/test_agents_real.py)
 CODEX_PROFILE = "autoresearch"
 
 
@@ -71,7 +80,8 @@ AGENTS: dict[str, AgentPreset] = {
         "codex",
         ("codex", "exec", "{model_args}", "-c", f'default_permissions="{CODEX_PROFILE}"',
          "-c", f'permissions.{CODEX_PROFILE}={{extends=":workspace", filesystem={{"{{data_dir}}"="none"}}}}',
-         "--skip-git-repo-check", "-c", "check_for_update_on_startup=false", "{prompt}"),
+         "--skip-git-repo-check", "-c", "check_for_update_on_startup=false", "-c", "analytics.enabled=false",
+         "--disable", "plugins", "{prompt}"),
         "0.171.0", "npm install -g @openai/codex",
         "edits: yes; shell: in codex's sandbox (writes only in the workspace, no network, the data cache "
         "unreadable); web: no"),
@@ -84,17 +94,19 @@ AGENTS: dict[str, AgentPreset] = {
          "--chat-history-file", "{proposal_dir}/aider.chat.md", "--input-history-file", "{proposal_dir}/aider.input",
          TRAIN_FILE, DESCRIPTION_FILE),
         "0.86.2", "pipx install aider-chat",
-        "edits: train.py and proposal.md (the files on its command line); shell: no; web: no"),
+        "edits: train.py and proposal.md (the files on its command line); shell: no; web: no",
+        {"LITELLM_LOCAL_MODEL_COST_MAP": "True"}),  # else litellm fetches its price list from GitHub at import
     "gemini": AgentPreset(
         "gemini", ("gemini", "{model_args}", "-p", "{prompt}", "--approval-mode", "auto_edit", "--skip-trust"),
         "0.61.0", "npm install -g @google/gemini-cli",
-        "edits: yes; shell: no (not offered under auto_edit); web: its fetch/search tools stay on",
-        {"GEMINI_TELEMETRY_ENABLED": "false"}),
+        "edits: yes (in the workspace); shell: no (not offered under auto_edit); web: no",
+        {"GEMINI_TELEMETRY_ENABLED": "false", "GEMINI_CLI_SYSTEM_DEFAULTS_PATH": str(GEMINI_DEFAULTS)}),
     "opencode": AgentPreset(
         "opencode", ("opencode", "run", "{model_args}", "{prompt}"),
         "1.18.33", "npm install -g opencode-ai",
         "edits: yes; shell: the syntax check only; web: no; files outside the workspace: no",
-        {"OPENCODE_CONFIG_CONTENT": OPENCODE_CONFIG, "OPENCODE_DISABLE_AUTOUPDATE": "1"}),
+        {"OPENCODE_CONFIG_CONTENT": OPENCODE_CONFIG, "OPENCODE_DISABLE_AUTOUPDATE": "1",
+         "OPENCODE_DISABLE_MODELS_FETCH": "1", "OPENCODE_DISABLE_LSP_DOWNLOAD": "1"}),
 }
 
 
