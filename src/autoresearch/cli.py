@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("cmd proposer")
     g.add_argument("--agent", choices=list(AGENTS), help="coding agent preset (the cmd proposer with its command line)")
     g.add_argument("--command", dest="agent_command", metavar="TEMPLATE",
-                   help="custom agent command; placeholders {prompt} {prompt_file} {workspace} {description_file} {model}")
+                   help="custom agent command; placeholders {prompt} {prompt_file} {workspace} {description_file} "
+                        "{proposal_dir} {model} {model_args} {data_dir}")
     g.add_argument("--agent-timeout", type=float, metavar="SECONDS", help="time limit of the agent per proposal")
     g.add_argument("--agent-idle-timeout", type=float, metavar="SECONDS",
                    help="end the agent after this long without new output or file change (0: never; default 300)")
