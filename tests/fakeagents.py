@@ -226,8 +226,10 @@ class FakeAgentModel(LoopbackServer):
         elif action.kind == "shell":
             command = action.new
         if command is not None:
+            # yield_time_ms: wait for the command's end, a slow start of python and torch included
+            args = {"cmd": command, "workdir": str(self.workspace), "yield_time_ms": 120_000}
             item = {"type": "function_call", "id": f"fc_{n}", "call_id": f"call_{n}", "name": "exec_command",
-                    "arguments": json.dumps({"cmd": command, "workdir": str(self.workspace)})}
+                    "arguments": json.dumps(args)}
         else:
             item = {"type": "message", "id": f"msg_{n}", "role": "assistant", "status": "completed",
                     "content": [{"type": "output_text", "text": action.new, "annotations": []}]}

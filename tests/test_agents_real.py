@@ -2,14 +2,16 @@
 
 scripts/test.sh installs the agents at their tested versions into .agents/ (npm packages) and
 .agents/aider-venv (aider); an agent missing there is a skipped test with the reason. Each agent
-gets its own HOME with the configuration that points it at the fake server (tests/fakeagents.py),
-and the variables that turn its update checks and telemetry off.
+gets its own HOME with the configuration that points it at the fake server (tests/fakeagents.py)
+and nothing more: the presets turn update checks and telemetry off themselves. Each runs under
+strace (tests/nettrace.py), and a test fails when the agent tried any address beyond loopback.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest
 
 from autoresearch import hparams, loop as loop_module
 from autoresearch.cli import main
+from autoresearch.data.prepare import open_prepared
 from autoresearch.errors import ProposerError
 from autoresearch.ledger import Ledger
 from autoresearch.loop import Loop
@@ -25,7 +28,8 @@ from autoresearch.proposers.agents import AGENTS
 from autoresearch.proposers.cmd import CmdProposer
 from autoresearch.proposers.config import ProposerConfig
 from autoresearch.research import Limits
-from tests.fakeagents import FakeAgentModel, finish, shell, standard_script
+from tests.fakeagents import FakeAgentModel, finish, read, shell, standard_script
+from tests.nettrace import NetTrace, usable
 from tests.scripted import ScriptedExecutor
 from tests.test_proposers_cmd import make_context
 
@@ -33,18 +37,8 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
 AGENTS_DIR = REPO / ".agents"
-# Skipped, not xfail: failing, these took 7 minutes of a CI whose whole budget is 30.
-OPENCODE_OPEN = pytest.mark.skip(reason="open: under the loop, opencode 1.18.33 refuses read/edit in the workspace "
-                                  "('a rule which prevents you from using this specific tool call'); the same "
-                                  "preset edits a plain git folder")
-NAMES = ("claude", "codex", "gemini", pytest.param("opencode", marks=OPENCODE_OPEN), "aider")
+NAMES = ("claude", "codex", "gemini", "opencode", "aider")
 PROPOSAL = "Description: matrix lr 0.04 -> 0.05 (from proposal.md)\nHypothesis: faster learning in the budget\n"
-QUIET = {  # no update checks, no telemetry, no model lists fetched: nothing leaves loopback
-    "DISABLE_AUTOUPDATER": "1", "DISABLE_TELEMETRY": "1", "DISABLE_ERROR_REPORTING": "1",
-    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "OPENCODE_DISABLE_AUTOUPDATE": "1",
-    "OPENCODE_DISABLE_MODELS_FETCH": "1", "OPENCODE_DISABLE_LSP_DOWNLOAD": "1", "GEMINI_TELEMETRY_ENABLED": "false",
-    "LITELLM_LOCAL_MODEL_COST_MAP": "True", "NO_UPDATE_NOTIFIER": "1", "DO_NOT_TRACK": "1",
-}
 KEYS = ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE",
         "GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL", "CODEX_HOME", "AIDER_MODEL")
 
@@ -64,41 +58,62 @@ def executable(name: str) -> Path:
 class Setup:
     env: dict[str, str]
     model: str
+    trace: NetTrace | None = None  # None: strace cannot run here
+
+    def assert_loopback_only(self, url: str, server: FakeAgentModel | None = None) -> None:
+        """The agent reached nothing but loopback: it called the model at `url`, every connect/send it
+        made named 127.0.0.1 or ::1 (strace), and every request the fake model got was one of its routes."""
+        if server is not None:
+            assert server.requests, "the agent never called the model"
+            unknown = [r["path"] for r in server.requests if r["method"] != "POST"]
+            assert unknown == [], unknown
+        if self.trace is None:
+            pytest.skip(f"all else passed; the loopback check did not run: {usable()}")
+        assert self.trace.tried(int(url.rsplit(":", 1)[1])), "strace saw no call to the model's port"
+        assert self.trace.remote() == [], "the agent tried addresses beyond loopback:\n" + "\n".join(self.trace.remote())
 
 
 def configure(name: str, home: Path, url: str) -> Setup:
-    """HOME, configuration files and variables that point `name` at the model server `url`."""
+    """HOME, configuration files and variables that point `name` at the model server `url`; the
+    agent runs under strace when it can."""
     home.mkdir(parents=True, exist_ok=True)
-    path = f"{executable(name).parent}:{os.environ['PATH']}"
-    env = {"HOME": str(home), "PATH": path, **QUIET}
+    trace = None if usable() else NetTrace(home.parent / "nettrace")
+    path = ":".join(([str(trace.wrap(executable(name)))] if trace else []) + [str(executable(name).parent), os.environ["PATH"]])
+    env = {"HOME": str(home), "PATH": path}  # the presets turn update checks and telemetry off themselves
     if name == "claude":
         env |= {"ANTHROPIC_BASE_URL": url, "ANTHROPIC_API_KEY": "sk-ant-fake"}
-        return Setup(env, "fake-model")
+        return Setup(env, "fake-model", trace)
     if name == "codex":
         codex = home / ".codex"
         codex.mkdir()
         (codex / "config.toml").write_text(
-            f'model_provider = "fake"\ncheck_for_update_on_startup = false\n[model_providers.fake]\nname = "fake"\n'
+            f'model_provider = "fake"\n[model_providers.fake]\nname = "fake"\n'
             f'base_url = "{url}/v1"\nenv_key = "FAKE_MODEL_KEY"\nwire_api = "responses"\nrequest_max_retries = 1\n'
             'stream_max_retries = 1\nstream_idle_timeout_ms = 10000\n')
         env |= {"CODEX_HOME": str(codex), "FAKE_MODEL_KEY": "sk-fake"}
-        return Setup(env, "fake-model")
+        return Setup(env, "fake-model", trace)
     if name == "gemini":
         (home / ".gemini").mkdir()
-        (home / ".gemini/settings.json").write_text(json.dumps({
-            "security": {"auth": {"selectedType": "gemini-api-key"}}, "privacy": {"usageStatisticsEnabled": False},
-            "telemetry": {"enabled": False}, "general": {"disableAutoUpdate": True, "disableUpdateNag": True}}))
+        (home / ".gemini/settings.json").write_text(json.dumps({"security": {"auth": {"selectedType": "gemini-api-key"}}}))
         env |= {"GOOGLE_GEMINI_BASE_URL": url, "GEMINI_API_KEY": "fake-key"}
-        return Setup(env, "fake-model")
+        return Setup(env, "fake-model", trace)
     if name == "opencode":
-        (home / ".config/opencode").mkdir(parents=True)
-        (home / ".config/opencode/opencode.json").write_text(json.dumps({
-            "autoupdate": False, "share": "disabled", "provider": {"fake": {
+        config = home / ".config/opencode"
+        (config / "node_modules").mkdir(parents=True)
+        # as after opencode's first start: its plugin SDK is in the config folder's lock file, so it does
+        # not install it again (from registry.npmjs.org, in the background of every start until it is)
+        (config / "package-lock.json").write_text(json.dumps(
+            {"packages": {"": {"dependencies": {"@opencode-ai/plugin": "*"}}}}))
+        (config / "opencode.json").write_text(json.dumps({"provider": {"fake": {
                 "npm": "@ai-sdk/openai-compatible", "name": "fake", "options": {"baseURL": url + "/v1", "apiKey": "sk"},
                 "models": {"fake-model": {"name": "fake"}}}}}))
-        return Setup(env, "fake/fake-model")
-    env |= {"OPENAI_API_BASE": url + "/v1", "OPENAI_API_KEY": "sk-fake"}  # aider
-    return Setup(env, "openai/fake-model")
+        return Setup(env, "fake/fake-model", trace)
+    # aider: the model's metadata, else aider fetches litellm's price list from raw.githubusercontent.com
+    (home / ".aider.model.metadata.json").write_text(json.dumps({"openai/fake-model": {
+        "max_input_tokens": 32000, "max_output_tokens": 4096, "input_cost_per_token": 0, "output_cost_per_token": 0,
+        "litellm_provider": "openai", "mode": "chat"}}))
+    env |= {"OPENAI_API_BASE": url + "/v1", "OPENAI_API_KEY": "sk-fake"}
+    return Setup(env, "openai/fake-model", trace)
 
 
 def use(monkeypatch, setup: Setup) -> None:
@@ -108,12 +123,19 @@ def use(monkeypatch, setup: Setup) -> None:
         monkeypatch.setenv(key, value)
 
 
+def done(params: dict) -> bool:
+    """The agent exited 0, or wrote proposal.md and then neither exited nor did more (codex 0.171 at
+    times, after its last message: the watchdog ends it and its change goes on)."""
+    return params["exit_code"] == 0 or params.get("ended", "").startswith("by the watchdog")
+
+
 def lr_of(ws) -> float:
     return hparams.read_block(ws.train_py.read_text())["MATRIX_LR"].value
 
 
 def tool_results(body: dict) -> list[str]:
-    """The tool results in a request, in order: what the agent told the model its tools did."""
+    """The tool results in a request, in order: what the agent told the model its tools did
+    (Chat Completions, Anthropic Messages, OpenAI Responses, Gemini)."""
     found = []
     for message in body.get("messages", []):
         if message.get("role") == "tool":
@@ -121,14 +143,12 @@ def tool_results(body: dict) -> list[str]:
         elif isinstance(message.get("content"), list):
             found += [json.dumps(b.get("content")) for b in message["content"]
                       if isinstance(b, dict) and b.get("type") == "tool_result"]
+    for item in body.get("input", []) if isinstance(body.get("input"), list) else []:
+        if isinstance(item, dict) and str(item.get("type", "")).endswith("call_output"):
+            found.append(json.dumps(item.get("output")))
+    for content in body.get("contents", []):
+        found += [json.dumps(p["functionResponse"]) for p in content.get("parts", []) if "functionResponse" in p]
     return found
-
-
-def assert_loopback_only(server: FakeAgentModel) -> None:
-    """Every request reached a route of the fake model (the agents were configured for nothing else)."""
-    assert server.requests, "the agent never called the model"
-    unknown = [r["path"] for r in server.requests if r["method"] != "POST"]
-    assert unknown == [], unknown
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -151,25 +171,26 @@ def test_the_real_agent_makes_an_experiment_through_the_loop(name, make_workspac
     assert experiment.val_bpb and experiment.description == "matrix lr 0.04 -> 0.05 (from proposal.md)"
     assert experiment.proposer == "cmd"
     proposal = json.loads((ws.runs_dir / experiment.run_id / "proposal.json").read_text())
-    assert proposal["params"]["agent"] == name and proposal["params"]["exit_code"] == 0
+    assert proposal["params"]["agent"] == name and done(proposal["params"])
     assert "discarded" not in proposal["params"], proposal["params"]  # it changed nothing beyond train.py
     assert "is installed; the preset was tested with" not in out  # the pinned version is the tested one
-    assert_loopback_only(server)
     assert ws.git.dirty_paths() == []
+    setup.assert_loopback_only(server.url, server)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_the_real_agent_against_a_dead_endpoint_ends_with_a_reason(name, make_workspace, tmp_path, monkeypatch):
-    """Nothing listens at the endpoint: each proposal ends within the watchdog time (or at once),
-    the ledger says why, and the loop stops cleanly after its limit of failures in a row."""
+    """Nothing listens at the endpoint: the proposal ends within the watchdog time (or at once), the
+    ledger says why, and the loop stops cleanly at its limit of failures in a row (1 here: that the
+    loop goes on after a failure is tests/test_loop_fast.py's; each agent run here costs half a minute)."""
     executable(name)
     ws = make_workspace()
     with FakeAgentModel(name, ws.root) as server:
         dead = server.url  # closed when the block ends: a port where nothing listens
     setup = configure(name, tmp_path / "home", dead)
     use(monkeypatch, setup)
-    monkeypatch.setattr(loop_module, "MAX_PROPOSER_FAILURES", 2)
-    idle = 20
+    monkeypatch.setattr(loop_module, "MAX_PROPOSER_FAILURES", 1)
+    idle = 30  # long enough for each agent to start and call the endpoint on a loaded machine (checked below)
     config = ProposerConfig(name="cmd", agent=name, model=setup.model, agent_timeout=600, agent_idle_timeout=idle)
     logs: list[str] = []
     started = time.monotonic()
@@ -177,28 +198,38 @@ def test_the_real_agent_against_a_dead_endpoint_ends_with_a_reason(name, make_wo
         with pytest.raises(ProposerError):
             lp.run(CmdProposer(config, log=logs.append), Limits(max_experiments=1))
     elapsed = time.monotonic() - started
-    assert elapsed < 2 * (idle + 90), elapsed  # two proposals, each bounded by the watchdog, not agent_timeout
+    assert elapsed < idle + 90, elapsed  # bounded by the watchdog, not by agent_timeout
     failed = [r for r in Ledger.open(ws.ledger_path).rows if r.kind == "experiment"]
-    assert [r.status for r in failed] == ["invalid", "invalid"], failed
+    assert [r.status for r in failed] == ["invalid"], failed
     reasons = " | ".join(r.reason for r in failed)
     assert any(why in reasons for why in ("made no progress", "exited with code", "made no change to train.py")), reasons
     assert lr_of(ws) == 0.04 and ws.git.dirty_paths() == []
+    setup.assert_loopback_only(dead)  # no fallback to the agent's own API, nor anything else
 
 
-DENIED = {  # how each agent reports a shell command its permissions refuse, in the tool result it sends back
-    "claude": ("permission", "approv", "denied", "not allowed"),
-    "opencode": ("denied", "permission", "rejected", "not allowed"),
+# How each agent answers the model when it refuses: claude and opencode by their permission rules;
+# gemini offers no shell under auto_edit and reads only in the workspace; codex runs commands in its
+# sandbox, where the data cache is unreadable and the harness's data refuses to load inside an agent.
+# aider is not here: it has no tools (the model answers with whole files for the two files on its
+# command line), and --no-suggest-shell-commands keeps it from running commands a reply mentions.
+REFUSED = {
+    "claude": ("requires approval", "haven't granted"),
+    "codex": ("the data is refused inside a proposer's agent", "permission denied"),
+    "gemini": ('tool "run_shell_command" not found', "path not in workspace"),
+    "opencode": ("a rule which prevents you from using this specific tool call",),
 }
 
 
-@pytest.mark.parametrize("name", ["claude", pytest.param("opencode", marks=OPENCODE_OPEN)])
-def test_the_model_asks_for_a_training_run_and_the_agent_refuses(name, make_workspace, tmp_path, monkeypatch):
-    """The scripted model asks to train and to read the validation shards: the agent's permissions
-    refuse both (the refusal goes back to the model and into agent.log); the edit still lands."""
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_the_model_asks_for_a_training_run_and_the_validation_shards_and_the_agent_refuses(
+        name, make_workspace, tmp_path, monkeypatch):
+    """The scripted model asks to train, to print a validation shard with the shell and to read it
+    with the agent's file tool: each is refused and the refusal goes back to the model; no run
+    happens; the edit still lands."""
     executable(name)
     ws = make_workspace()
-    shards = Path(os.environ["AUTORESEARCH_CACHE"])
-    script = [shell("python train.py"), shell(f"ls {shards} && cat {shards}/*/val* | head"),
+    shard = open_prepared(ws.settings()).shard_paths("val")[0]
+    script = [shell(f"{sys.executable} train.py"), shell(f"head -c 256 {shard} | od -c"), read(str(shard)),
               *standard_script(PROPOSAL)[:-1], finish("All done.")]
     with FakeAgentModel(name, ws.root, script) as server:
         setup = configure(name, tmp_path / "home", server.url)
@@ -206,9 +237,11 @@ def test_the_model_asks_for_a_training_run_and_the_agent_refuses(name, make_work
         config = ProposerConfig(name="cmd", agent=name, model=setup.model, agent_timeout=300, agent_idle_timeout=120)
         proposal = CmdProposer(config, log=[].append).propose(make_context(ws))
     assert proposal.description == "matrix lr 0.04 -> 0.05 (from proposal.md)" and lr_of(ws) == 0.05
+    assert done(proposal.params)
     results = tool_results(server.requests[-1]["body"])
-    assert len(results) >= 2, results
-    for answer in results[:2]:  # the two commands: refused, and said so to the model
-        assert any(w in answer.lower() for w in DENIED[name]), results
+    assert len(results) >= 5, results
+    for answer in results[:3]:  # the three asks: refused, and said so to the model
+        assert any(why in answer.lower().replace('\\"', '"') for why in REFUSED[name]), (answer, results)
+    assert "ARTOK" not in " ".join(results)  # no shard's bytes reached the model
     assert not (ws.runs_dir.exists() and any(ws.runs_dir.iterdir()))  # no training run happened
-    assert proposal.params["exit_code"] == 0
+    setup.assert_loopback_only(server.url, server)
