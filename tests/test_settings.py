@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from autoresearch import settings as S
+from autoresearch.clock import CPU_CLOCK_HARD_FACTOR
 from autoresearch.errors import SettingsError
 
 
@@ -64,7 +65,8 @@ def test_hard_limit_defaults_to_twice_the_budget_plus_allowance():
     assert s.effective_hard_limit == 2 * s.time_budget + s.startup_allowance
     assert s.deadline == s.time_budget + s.startup_allowance
     # the cpu preset's own clock counts CPU time: a loaded run may take longer on the wall
-    assert S.from_preset("cpu").effective_hard_limit == 2 * s.effective_hard_limit
+    assert S.from_preset("cpu").effective_hard_limit == CPU_CLOCK_HARD_FACTOR * s.effective_hard_limit
+    assert S.from_preset("cpu").clock_hard_limit == s.effective_hard_limit  # counted on its own clock
 
 
 def test_settings_module_imports_without_torch():

@@ -157,6 +157,7 @@ class Runner:
             sel = selectors.DefaultSelector()
             sel.register(read_fd, selectors.EVENT_READ)
             pipe_open = True
+            checked = started
             while proc.poll() is None:
                 remaining = limit - (time.monotonic() - started)
                 if remaining <= 0:
@@ -164,6 +165,13 @@ class Runner:
                     result.error = f"killed at the hard limit of {limit:.0f} s"
                     processes.kill_group(proc.pid)
                     break
+                if self.settings.clock == "cpu" and time.monotonic() - checked >= 1.0:
+                    checked = time.monotonic()
+                    if (run_clock_seconds(proc.pid, attempt.demand) or 0.0) > self.settings.clock_hard_limit:
+                        result.outcome = "timeout"
+                        result.error = f"killed at the hard limit of {self.settings.clock_hard_limit:.0f} s of CPU time"
+                        processes.kill_group(proc.pid)
+                        break
                 if pipe_open and sel.select(timeout=min(remaining, 0.2)):
                     chunk = os.read(read_fd, 65536)
                     if not chunk:

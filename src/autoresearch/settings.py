@@ -71,7 +71,7 @@ class Settings:
     startup_allowance: float = setting(
         "runner", "seconds for imports/compilation/hand-over beyond the budget", 60.0)
     hard_limit: float = setting(
-        "runner", "kill the run after this many wall seconds (0 = 2*budget + allowance; twice that on the cpu clock)",
+        "runner", "kill the run after this many wall seconds (0 = 2*budget + allowance; 5x that on the cpu clock)",
         0.0)
     eval_batch_size: int = setting("runner", "rows per batch in the harness's own evaluator", 8)
 
@@ -116,8 +116,14 @@ class Settings:
     def effective_hard_limit(self) -> float:
         if self.hard_limit > 0:
             return self.hard_limit
-        wall = 2 * self.time_budget + self.startup_allowance
+        wall = self.clock_hard_limit
         return wall * CPU_CLOCK_HARD_FACTOR if self.clock == "cpu" else wall
+
+    @property
+    def clock_hard_limit(self) -> float:
+        """Seconds on the training clock after which the run is killed (on the wall clock: the same
+        as effective_hard_limit's default)."""
+        return 2 * self.time_budget + self.startup_allowance
 
     @property
     def deadline(self) -> float:
