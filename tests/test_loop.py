@@ -173,9 +173,9 @@ def test_a_run_that_overstays_budget_and_allowance_is_not_kept(make_workspace):
     assert ws.git.short() != row.commit
 
 
-def run_cli(ws, *args, env=None, **kw):
+def run_cli(ws, *args, env=None, stdout=subprocess.PIPE, **kw):
     return subprocess.Popen([sys.executable, "-m", "autoresearch", *args], cwd=ws.root, env={**os.environ, **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+                            stdout=stdout, stderr=subprocess.STDOUT, text=True, **kw)
 
 
 def wait_for(condition, timeout=120.0):
