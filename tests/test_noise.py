@@ -10,6 +10,7 @@ where the meter is.
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -115,10 +116,21 @@ def test_control_runs_of_the_best_remeasure_the_noise(make_workspace):
     assert control.status == "keep" and control.commit == Ledger.open(ws.ledger_path).rows[0].commit
 
 
-def test_one_wild_run_cannot_set_sigma():
-    assert pooled_sigma([[1.000, 1.002, 1.300]], floor=0.001) == pytest.approx(0.001414, abs=1e-5)
+def test_one_wild_run_cannot_set_sigma_once_the_others_can_tell():
+    # six runs of the best (baseline and controls): the others' 4 degrees of freedom tell 1.300 is wild
+    assert pooled_sigma([[1.000, 1.002, 0.998, 1.001, 0.999, 1.300]], floor=0.001) == pytest.approx(0.00158, abs=1e-5)
+    # the same across commits: every group's runs count towards the scale
+    assert pooled_sigma([[1.0, 1.002, 0.998], [1.1, 1.101, 1.099], [1.5, 1.501, 1.8]], floor=0.001) == \
+        pytest.approx(0.00145, abs=1e-5)
     assert pooled_sigma([[1.000, 1.002, 1.004]], floor=0.001) == pytest.approx(0.002, abs=1e-6)
     assert pooled_sigma([[1.0, 1.3]], floor=0.001) == pytest.approx(0.2121, abs=1e-4)  # a pair: nothing to tell
+
+
+def test_two_runs_that_agree_by_luck_do_not_make_the_third_wild():
+    # measured (bench/decisions.py, cpu preset, 15 s): three quiet baseline runs of 31, 36 and 36 steps.
+    # With one degree of freedom left, two close runs say nothing about the noise: all three count.
+    runs = [2.3417, 2.2766, 2.2786]
+    assert pooled_sigma([runs], floor=0.002) == pytest.approx(statistics.stdev(runs))
 
 
 def test_an_implausible_noise_estimate_says_so_with_what_to_do():

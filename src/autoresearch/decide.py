@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from autoresearch.complexity import UNIT
 from autoresearch.settings import PRESETS, Settings
 
-OUTLIER_Z = 5.0  # robust sigmas from its group's median beyond which a run does not set the noise
+OUTLIER_Z = 5.0  # sigmas of the other runs from the rest of its group beyond which a run does not set the noise
+OUTLIER_DOF = 4  # degrees of freedom the other runs need before any run is called wild
 MAX_NOISE_SHARE = 0.02  # a sigma above this share of val_bpb is not run-to-run noise
 QUIET_FACTOR = 10.0  # nor one above this many times the preset's quiet sigma
 
@@ -111,21 +112,41 @@ class Decision:
 def pooled_sigma(groups: list[list[float]], floor: float) -> float:
     """Pooled standard deviation over groups of repeated measurements, at least `floor`.
 
-    One wild run cannot set sigma: with three or more repeated runs, a run further than OUTLIER_Z
-    robust sigmas (1.4826 x the median absolute deviation from its group's median, at least the
-    floor) from its group's median is left out, unless that would leave nothing to pool."""
+    One wild run cannot set sigma once the other runs can tell it from a noisy machine: a run
+    further than OUTLIER_Z standard deviations from the mean of the rest of its group, the standard
+    deviation pooled from every other run with at least OUTLIER_DOF degrees of freedom, is left out.
+    With fewer (three baseline runs: two left, one degree of freedom) nothing is left out: two runs
+    that agree by luck would otherwise make the third look wild and the noise look tiny
+    (bench/decisions.py measured exactly that; docs/decisions.md)."""
     groups = [list(g) for g in groups if len(g) > 1]
-    residuals = [x - statistics.median(g) for g in groups for x in g]
-    if len(residuals) >= 3:
-        scale = max(1.4826 * statistics.median(abs(r) for r in residuals), floor)
-        kept = [[x for x in g if abs(x - statistics.median(g)) <= OUTLIER_Z * scale] for g in groups]
-        if sum(len(g) - 1 for g in kept if len(g) > 1) > 0:
-            groups = [g for g in kept if len(g) > 1]
-    dof = sum(len(g) - 1 for g in groups)
+    wild = {(i, j) for i, g in enumerate(groups) for j in range(len(g)) if _is_wild(groups, i, j, floor)}
+    kept = [[x for j, x in enumerate(g) if (i, j) not in wild] for i, g in enumerate(groups)]
+    if wild and _dof(kept) > 0:
+        groups = [g for g in kept if len(g) > 1]
+    dof = _dof(groups)
     if dof == 0:
         return floor
-    ss = sum(sum((x - statistics.fmean(g)) ** 2 for x in g) for g in groups)
-    return max(floor, math.sqrt(ss / dof))
+    return max(floor, math.sqrt(_sum_of_squares(groups) / dof))
+
+
+def _dof(groups: list[list[float]]) -> int:
+    return sum(len(g) - 1 for g in groups if len(g) > 1)
+
+
+def _sum_of_squares(groups: list[list[float]]) -> float:
+    return sum(sum((x - statistics.fmean(g)) ** 2 for x in g) for g in groups if len(g) > 1)
+
+
+def _is_wild(groups: list[list[float]], i: int, j: int, floor: float) -> bool:
+    """Whether run j of group i is further than OUTLIER_Z sigmas of the other runs from the rest of its group."""
+    rest = [[x for k, x in enumerate(g) if (n, k) != (i, j)] for n, g in enumerate(groups)]
+    dof = _dof(rest)
+    if dof < OUTLIER_DOF:
+        return False
+    sigma = max(floor, math.sqrt(_sum_of_squares(rest) / dof))
+    others = rest[i]
+    # the spread of one run about the mean of the others: sigma * sqrt(1 + 1/n)
+    return abs(groups[i][j] - statistics.fmean(others)) > OUTLIER_Z * sigma * math.sqrt(1 + 1 / len(others))
 
 
 def implausible(sigma: float, best_bpb: float, settings: Settings) -> str:
