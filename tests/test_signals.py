@@ -63,7 +63,9 @@ def carrying_key(ws) -> list[int]:
 
 def interrupt_during(ws, kind: str, sig: signal.Signals, *args: str) -> tuple[str, str]:
     """Start `autoresearch loop ARGS`, send `sig` to its process group while a `kind` run trains;
-    check that everything stops within 10 s. Returns the interrupted run id and the output."""
+    check that everything stops within 30 s (the loop itself says it stopped within a second or two; a
+    busy machine, as beside the suite's load tests, slows the interpreter's exit). Returns the
+    interrupted run id and the output."""
     loop = run_cli(ws, "loop", *args, start_new_session=True)
     try:
         wait_for(lambda: training(ws, kind) is not None, timeout=240)
@@ -71,7 +73,7 @@ def interrupt_during(ws, kind: str, sig: signal.Signals, *args: str) -> tuple[st
         started = {p.pid for p in psutil.Process(loop.pid).children(recursive=True)}
         assert len(started) >= 2, "train.py and the evaluator should be running"
         os.killpg(loop.pid, sig)
-        out, _ = loop.communicate(timeout=10)
+        out, _ = loop.communicate(timeout=30)
     finally:
         if loop.poll() is None:
             loop.kill()
