@@ -49,6 +49,7 @@ from decisions_replay import EXTRA_RULES, LABEL_Z, RULES, heldout_flagged, heldo
 from loadgen import LoadGenerator
 
 from autoresearch import complexity, settings as settings_mod
+from autoresearch.errors import SettingsError
 from autoresearch.interference import Interference
 from autoresearch.runner import Runner
 from autoresearch.workspace import TRAIN_FILE
@@ -190,6 +191,24 @@ def evaluate(doc: dict, trials: int, seed: int, decision: dict, extra: bool = Fa
     return doc
 
 
+GROUND_TRUTH_KEYS = ("machine", "date", "mode", "preset", "overrides", "repeats", "variants")
+
+
+def read_ground_truth(path: Path) -> dict:
+    """A saved document of this benchmark, or SystemExit saying what is wrong with the file."""
+    try:
+        doc = json.loads(path.read_text())
+    except OSError as e:
+        raise SystemExit(f"cannot read {path}: {e.strerror}; --replay takes a file this benchmark wrote "
+                         f"(bench/results/decisions_groundtruth.json)") from e
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"{path} is not JSON ({e}); --replay takes a file this benchmark wrote") from e
+    missing = [k for k in GROUND_TRUTH_KEYS if not isinstance(doc, dict) or k not in doc]
+    if missing:
+        raise SystemExit(f"{path} is not a ground-truth file of bench/decisions.py: no {', '.join(missing)}")
+    return doc
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the quick changes, 3 repeats, a 15 s budget")
@@ -211,10 +230,13 @@ def main() -> None:
     args = parser.parse_args()
     decision = parse_set(args.set)
     if args.replay:
-        doc = json.loads(Path(args.replay).read_text())
+        doc = read_ground_truth(Path(args.replay))
         print(f"replaying {args.replay}: {doc['machine']}; {doc['date']}; {doc['mode']} mode, budget "
               f"{doc['overrides']['time_budget']:g} s, {doc['repeats']} repeats")
-        doc = evaluate(doc, args.trials, args.seed, decision, args.extra)
+        try:
+            doc = evaluate(doc, args.trials, args.seed, decision, args.extra)
+        except SettingsError as e:
+            raise SystemExit(f"--set: {e}") from e
         if args.out:  # the runs as they were, the labels and the replay as they are now
             Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
             print(f"written: {args.out}")

@@ -270,3 +270,15 @@ def test_t_quantiles_for_the_noise_estimate_s_degrees_of_freedom():
     wide = with_t_thresholds(CPU, 2)  # sigma from three runs: keep_z 2 becomes 4.53, confirm_z 1 becomes 1.32
     assert wide.keep_z == pytest.approx(4.53, abs=0.01) and wide.confirm_z == pytest.approx(1.32, abs=0.01)
     assert with_t_thresholds(CPU, 1000).keep_z == pytest.approx(2.0, abs=0.01)
+
+
+def test_replay_of_a_bad_file_says_what_is_wrong(tmp_path):
+    import subprocess
+    import sys
+
+    bench = Path(__file__).parent.parent / "bench" / "decisions.py"
+    (tmp_path / "other.json").write_text("{}")
+    for path, says in ((tmp_path / "missing.json", "cannot read"), (tmp_path / "other.json", "is not a ground-truth file")):
+        done = subprocess.run([sys.executable, str(bench), "--replay", str(path)], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 1 and says in done.stderr and "Traceback" not in done.stderr
