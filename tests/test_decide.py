@@ -11,8 +11,10 @@ from autoresearch.errors import SettingsError
 SIGMA = 0.001
 EPS = 1e-9  # just either side of a boundary
 BEST_NODES = 3000
-RULE = dict(min_noise=SIGMA, keep_z=2.0, confirm_z=1.0, confirm_runs=2, baseline_runs=3, complexity_cost=0.001,
-            simplify_nodes=20, simplify_z=1.0, memory_free=0.10, memory_cost=0.01, max_memory_gb=0.0)
+# keep_runs 1: the branches on one run; the second run a gain needs by default is tested on its own below
+RULE = dict(min_noise=SIGMA, keep_z=2.0, keep_runs=1, confirm_z=1.0, confirm_runs=2, baseline_runs=3,
+            complexity_cost=0.001, simplify_nodes=20, simplify_z=1.0, memory_free=0.10, memory_cost=0.01,
+            max_memory_gb=0.0)
 
 
 @pytest.fixture
@@ -346,3 +348,38 @@ def test_the_default_memory_limit_is_the_devices_total(tmp_path, monkeypatch):
     assert "-i 3" in (tmp_path / "args").read_text()
     fake.unlink()
     assert devices.total_memory_gb() is None  # unknown: no limit is checked
+
+
+# --- a gain seen once is run again (keep_runs) ------------------------------------------------------
+
+def test_the_default_rule_keeps_a_gain_on_its_second_run_at_2_5_se():
+    for preset in ("gpu", "cpu"):
+        d = settings.from_preset(preset)
+        assert (d.keep_z, d.keep_runs, d.confirm_z, d.confirm_runs) == (2.5, 2, 1.0, 2)  # bench/decisions.py
+
+
+def test_a_clear_gain_on_one_run_is_confirmed_before_it_is_kept(s):
+    two = settings.from_preset("gpu", **{**RULE, "keep_runs": 2})
+    first = judge(cand(10 * SE1), two)
+    assert (first.verdict, first.rule) == ("confirm", "confirm")
+    assert "a gain must show on 2 runs to be kept: confirming" in first.reason
+    second = judge(cand(10 * SE1, runs=2), two)
+    assert (second.verdict, second.rule) == ("keep", "gain")
+    # no confirmation runs allowed: one run is all there can be
+    none = settings.from_preset("gpu", **{**RULE, "keep_runs": 2, "confirm_runs": 0})
+    assert judge(cand(10 * SE1), none).verdict == "keep"
+    # a loss or a simplification needs no second run
+    assert judge(cand(-10 * SE1), two).verdict == "discard"
+    assert judge(cand(0.0, nodes=-100), two).rule == "simplification"
+
+
+def test_a_candidate_s_own_spread_pools_with_the_best_s():
+    # two runs of a candidate 0.1 apart: its spread, pooled with the best's three identical runs,
+    # is the noise the decision uses
+    got = decide.pooled_sigma([[1.0, 1.0, 1.0], [0.9, 1.0]], SIGMA)
+    assert got == pytest.approx(((0.05**2 * 2) / 3) ** 0.5)
+
+
+def test_keep_runs_below_one_is_refused():
+    with pytest.raises(SettingsError, match="keep_runs"):
+        settings.from_preset("gpu", keep_runs=0)

@@ -84,9 +84,9 @@ def test_every_keep_rule_path_through_the_loop(workspace):
         ("clear gain", BETTER),
         ("clear loss", WORSE),
         ("the proposer fails", None),
-        ("borderline, confirmed", {"val": [1.99, 1.97]}),  # gain 0.01: between 1 and 2 se, then 0.02 over 2 runs
-        ("borderline, not confirmed", {"val": [1.96, 1.98]}),
-        ("noise", {"val": [1.971]}),
+        ("borderline, confirmed", {"val": [1.99, 1.98]}),  # gain 0.01: between 1 and 2 se, then 0.015 over 2 runs
+        ("borderline, not confirmed", {"val": [1.975, 1.99]}),
+        ("noise", {"val": [1.984]}),
         ("crash", {"outcome": "crash"}),
         ("timeout", {"outcome": "timeout"}),
         ("invalid run", {"outcome": "invalid"}),

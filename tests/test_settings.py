@@ -84,5 +84,5 @@ def test_each_setting_states_its_section_and_help_once_in_its_field():
     assert [name for keys in S.SECTIONS.values() for name in keys] == names  # each once, in field order
     assert all(S.HELP[name] for name in names)
     text = S.to_toml(S.from_preset("cpu"))
-    assert f"keep_z = 2.0  # {S.HELP['keep_z']}\n" in text  # the keep rule's lines carry their help
+    assert f"keep_z = 2.5  # {S.HELP['keep_z']}\n" in text  # the keep rule's lines carry their help
     assert "\nvocab_size = 4096\n" in text  # the other tables carry none

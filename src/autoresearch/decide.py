@@ -1,8 +1,8 @@
 """The keep rule: what a careful researcher would keep, in numbers (docs/decisions.md).
 
 Noise. The baseline is run `baseline_runs` times; the run-to-run standard deviation of val_bpb,
-pooled over every commit that has been run more than once (baseline repeats, confirmation runs),
-is sigma, floored at `min_noise`. A candidate measured n_c times against the best commit measured
+pooled over every commit that has been run more than once (baseline repeats, confirmation runs,
+the candidate's own runs once it has two), is sigma, floored at `min_noise`. A candidate measured n_c times against the best commit measured
 n_b times has gain = mean(best) - mean(candidate) and standard error se = sigma*sqrt(1/n_c + 1/n_b).
 
 Prices, in val_bpb, subtracted from the gain:
@@ -12,7 +12,8 @@ Prices, in val_bpb, subtracted from the gain:
   `memory_free` fraction.
 net = gain - prices. In this order:
 1. peak memory above the hard limit (`max_memory_gb`, 0 = the device's total): discard;
-2. net >= keep_z*se: keep (a gain that pays for itself);
+2. net >= keep_z*se: keep (a gain that pays for itself), once the candidate has `keep_runs` runs
+   (at most 1 + confirm_runs); before that, confirm: a gain seen once must be seen again;
 3. train.py at least `simplify_nodes` nodes smaller (a simplification):
    net >= -simplify_z*se: keep, as a simplification (not clearly worse);
    -keep_z*se <= net < -simplify_z*se: confirm (borderline); otherwise discard (worse);
@@ -198,6 +199,10 @@ def decide(candidate: Runs | Sequence[float], best: Runs | Sequence[float], sigm
         return case.made("discard", "memory-limit", case.keep_at + case.prices.total,
                          f"peak memory {peak:.2f} GB is above the hard limit of {memory_limit_gb:.2f} GB")
     if case.net >= case.keep_at:
+        if case.n < min(settings.keep_runs, 1 + settings.confirm_runs):
+            return case.made("confirm", "confirm", case.keep_at + case.prices.total,
+                             f"gain {case.gain:.4f} >= {case.need} on {case.runs}; a gain must show on "
+                             f"{settings.keep_runs} runs to be kept: confirming")
         return case.made("keep", "gain", case.keep_at + case.prices.total,
                          f"gain {case.gain:.4f} >= {case.need}{_simpler_text(case.prices)} ({case.runs})")
     if case.prices.complexity_delta is not None and case.prices.complexity_delta <= -settings.simplify_nodes:
@@ -300,6 +305,12 @@ def _priced(p: Prices, settings: Settings) -> str:
     return "".join(parts)
 
 
+def _twice(s: Settings) -> str:
+    """', on 2 runs: a gain seen once is run again' where keep_runs asks for more than one run."""
+    runs = min(s.keep_runs, 1 + s.confirm_runs)
+    return f", on {runs} runs: a gain seen once is run again" if runs > 1 else ""
+
+
 def _simpler_text(p: Prices) -> str:
     if p.complexity_delta is not None and p.complexity_delta < 0:
         return f", and {-p.complexity_delta} {UNIT} fewer"
@@ -333,9 +344,9 @@ def rule_text(settings: Settings, sigma: float | None = None, best_runs: int | N
         f"lines; comments, docstrings and formatting are free, removing code costs nothing), and "
         f"{s.memory_cost:g} bpb per +100% peak memory beyond a free {100 * s.memory_free:.0f}% growth over "
         "the best's.",
-        f"- Kept when gain - prices >= {s.keep_z:g} se ({s.keep_z * se:.4f} bpb for one run). Between "
-        f"{s.confirm_z:g} and {s.keep_z:g} se: up to {s.confirm_runs} confirmation run(s), and the mean of all "
-        "runs decides.",
+        f"- Kept when gain - prices >= {s.keep_z:g} se ({s.keep_z * se:.4f} bpb for one run){_twice(s)}. "
+        f"Between {s.confirm_z:g} and {s.keep_z:g} se: up to {s.confirm_runs} confirmation run(s), and the mean "
+        "of all runs decides.",
         f"- Kept as a simplification when train.py gets at least {s.simplify_nodes} {UNIT} smaller and the "
         f"result is not worse than the best by more than {s.simplify_z:g} se ({s.simplify_z * se:.4f} bpb for "
         f"one run; worse by up to {s.keep_z:g} se: confirmation runs): removing code and getting an equal "
@@ -343,5 +354,5 @@ def rule_text(settings: Settings, sigma: float | None = None, best_runs: int | N
         f"- Discarded otherwise: within the noise, worse, or a gain that does not pay for its code or memory; "
         f"and any run whose peak memory exceeds {limit}.",
         f"- Example: a change adding {example} {UNIT} (~25 lines) must gain {example_gain:.4f} bpb in one run "
-        "to be kept.",
+        f"to be{' run again and' if min(s.keep_runs, 1 + s.confirm_runs) > 1 else ''} kept.",
     ])

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -177,11 +177,13 @@ class Research:
         """The hard limit on a run's peak memory: the settings', else the device's total."""
         return self.settings.max_memory_gb or devices.total_memory_gb()
 
-    def sigma(self) -> float:
+    def sigma(self, candidate: Sequence[float] = ()) -> float:
+        """The noise: pooled over the ledger's repeated commits and the `candidate` runs under way
+        (a candidate's own spread counts once it has two runs; decide.py)."""
         groups: dict[str, list[float]] = {}
         for r in self.measured():
             groups.setdefault(r.short, []).append(r.val_bpb)
-        return pooled_sigma(list(groups.values()), self.settings.min_noise)
+        return pooled_sigma([*groups.values(), list(candidate)], self.settings.min_noise)
 
     def noise_warning(self) -> str:
         """A warning when sigma is implausible for the preset (decide.implausible); "" when it is not."""
@@ -390,7 +392,7 @@ class Research:
                              "experiment" if i == 0 else "confirm", last.outcome, last.error, best=best, nodes=nodes)
                     for i, r in enumerate(results)]
         candidate = Runs([r.val_bpb for r in results], nodes, [r.memory_gb for r in results if r.memory_gb])
-        decision = decide(candidate, best, self.sigma(), self.settings, self.memory_limit_gb)
+        decision = decide(candidate, best, self.sigma(candidate.val_bpb), self.settings, self.memory_limit_gb)
         if decision.verdict == "confirm":
             self.log(f"  {decision.reason}")
             return None
