@@ -187,7 +187,9 @@ def evaluate(doc: dict, trials: int, seed: int, decision: dict, extra: bool = Fa
             print(score.line(name))
         results[condition] = {name: score.as_dict() for name, score in scores.items()}
     doc["labels"] = out
-    doc["replay"] = {"trials": trials, "seed": seed, "decision_settings": decision, "results": results}
+    rule = {k: getattr(s, k) for k in ("baseline_runs", "keep_z", "keep_runs", "confirm_z", "confirm_runs",
+                                         "min_noise", "max_slowdown", "disturbed_retries")}
+    doc["replay"] = {"trials": trials, "seed": seed, "decision_settings": decision, "rule": rule, "results": results}
     return doc
 
 

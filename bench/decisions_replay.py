@@ -13,8 +13,9 @@ many as it needs. Scored against the labels:
 
 The rules:
 - `ours`: decide.py as the loop applies it in a fresh workspace: `baseline_runs` runs of the best
-  (sigma pooled from them, floored at min_noise), the change's complexity and peak-memory prices,
-  confirmation runs while the rule says `confirm`, disturbed runs set aside and run again
+  (sigma pooled from them and, from its second run, the change's own; floored at min_noise), the
+  change's complexity and peak-memory prices, confirmation runs while the rule says `confirm` (a
+  gain is kept on `keep_runs` runs), disturbed runs set aside and run again
   (disturbed_retries per run) as research.disturbance says: on the wall clock a contention above
   max_interference; on either clock steps per second more than max_slowdown below the earlier
   runs of the same variant in the decision; and the held-out check after a keep (no control
@@ -26,6 +27,7 @@ The rules:
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import json
 import math
@@ -213,6 +215,7 @@ def _commit(runs: Sequence[Run], nodes: int | None) -> Runs:
     return Runs([r.val_bpb for r in runs], nodes, [r.memory_gb for r in runs if r.memory_gb])
 
 
+@functools.cache
 def t_quantile(p: float, dof: int) -> float:
     """The p-quantile (p > 0.5) of Student's t with `dof` degrees of freedom: bisection on its CDF,
     the density integrated by Simpson's rule (no scipy in the project)."""
@@ -266,6 +269,9 @@ def ours(pair: Pair, settings: Settings, relative: bool = False, t_thresholds: b
             pair.change.set_aside(run)
             continue
         taken.append(run)
+        # the loop pools the candidate's own spread into the noise once it has two runs (research.sigma)
+        if len(taken) > 1:
+            sigma = pooled_sigma([[r.val_bpb for r in best_runs], [r.val_bpb for r in taken]], settings.min_noise)
         decision = decide(_commit(taken, pair.change_nodes), best, sigma, settings)
         if decision.verdict == "confirm":
             continue
