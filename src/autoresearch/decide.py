@@ -2,8 +2,8 @@
 
 Noise. The baseline is run `baseline_runs` times; the run-to-run standard deviation of val_bpb,
 pooled over every commit that has been run more than once (baseline repeats, confirmation runs,
-the candidate's own runs once it has two), is sigma, floored at `min_noise`. A candidate measured n_c times against the best commit measured
-n_b times has gain = mean(best) - mean(candidate) and standard error se = sigma*sqrt(1/n_c + 1/n_b).
+the candidate's own runs once it has two), is sigma, floored at `min_noise`. A candidate measured
+n_c times against the best commit measured n_b times has gain = mean(best) - mean(candidate) and standard error se = sigma*sqrt(1/n_c + 1/n_b).
 
 Prices, in val_bpb, subtracted from the gain:
 - complexity: `complexity_cost` per 100 syntax-tree nodes that the change adds to train.py
@@ -199,10 +199,10 @@ def decide(candidate: Runs | Sequence[float], best: Runs | Sequence[float], sigm
         return case.made("discard", "memory-limit", case.keep_at + case.prices.total,
                          f"peak memory {peak:.2f} GB is above the hard limit of {memory_limit_gb:.2f} GB")
     if case.net >= case.keep_at:
-        if case.n < min(settings.keep_runs, 1 + settings.confirm_runs):
+        if case.n < runs_to_keep(settings):
             return case.made("confirm", "confirm", case.keep_at + case.prices.total,
                              f"gain {case.gain:.4f} >= {case.need} on {case.runs}; a gain must show on "
-                             f"{settings.keep_runs} runs to be kept: confirming")
+                             f"{runs_to_keep(settings)} runs to be kept: confirming")
         return case.made("keep", "gain", case.keep_at + case.prices.total,
                          f"gain {case.gain:.4f} >= {case.need}{_simpler_text(case.prices)} ({case.runs})")
     if case.prices.complexity_delta is not None and case.prices.complexity_delta <= -settings.simplify_nodes:
@@ -305,9 +305,14 @@ def _priced(p: Prices, settings: Settings) -> str:
     return "".join(parts)
 
 
+def runs_to_keep(s: Settings) -> int:
+    """Runs a candidate needs before a gain keeps it: keep_runs, at most 1 + confirm_runs."""
+    return min(s.keep_runs, 1 + s.confirm_runs)
+
+
 def _twice(s: Settings) -> str:
     """', on 2 runs: a gain seen once is run again' where keep_runs asks for more than one run."""
-    runs = min(s.keep_runs, 1 + s.confirm_runs)
+    runs = runs_to_keep(s)
     return f", on {runs} runs: a gain seen once is run again" if runs > 1 else ""
 
 
@@ -354,5 +359,5 @@ def rule_text(settings: Settings, sigma: float | None = None, best_runs: int | N
         f"- Discarded otherwise: within the noise, worse, or a gain that does not pay for its code or memory; "
         f"and any run whose peak memory exceeds {limit}.",
         f"- Example: a change adding {example} {UNIT} (~25 lines) must gain {example_gain:.4f} bpb in one run "
-        f"to be{' run again and' if min(s.keep_runs, 1 + s.confirm_runs) > 1 else ''} kept.",
+        f"to be{' run again and' if runs_to_keep(s) > 1 else ''} kept.",
     ])
