@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import ast
 
+from autoresearch import syntax
+
 UNIT = "nodes"  # what complexity is counted in, for messages
 
 

@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from autoresearch import syntax
+
 START_MARK = "# --- hyperparameters"
 END_MARK = "# --- end of hyperparameters"
 _NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
@@ -63,7 +65,7 @@ def literal(node: ast.AST) -> Any:
 
 def read_block(source: str) -> dict[str, Hyperparameter]:
     """The hyperparameters of a train.py source, in order of appearance."""
-    tree = ast.parse(source)
+    tree = syntax.parse(source)
     lines = source.splitlines()
     start = next((i for i, line in enumerate(lines, 1) if line.startswith(START_MARK)), None)
     end = next((i for i, line in enumerate(lines, 1) if line.startswith(END_MARK)), None)
