@@ -73,7 +73,8 @@ def test_ray_executor_runs_on_two_nodes_and_survives_a_killed_worker(make_worksp
     assert {r.workers for r in rows} == {2}
     results = [RunResult.load(ws.runs_dir / r.run_id) for r in rows]
     assert len({r.node for r in results}) == 2 and all("ray-node-" in r.node for r in results)  # both nodes ran runs
-    assert overlapping(ws, [r for r in rows if r.kind == "baseline"])
+    # two workers: some two runs trained at once (which two depends on how fast each node started)
+    assert overlapping(ws, rows)
     for row in rows:  # the run folders came back from the nodes
         assert (ws.runs_dir / row.run_id / "train.log").exists() and (ws.runs_dir / row.run_id / "eval.json").exists()
     node_logs = [(ws.runs_dir / r.run_id / "node.log") for r in rows]
