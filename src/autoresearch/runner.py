@@ -35,7 +35,9 @@ from pathlib import Path
 
 from autoresearch import atomic, containment, guard, processes
 from autoresearch.clock import CPU_CLOCK_ENV, run_clock_seconds
+from autoresearch.compilecache import compile_env
 from autoresearch.crashlog import crash_cause
+from autoresearch.data.prepare import cache_root
 from autoresearch.data.shards import file_sha256
 from autoresearch.evaluator import EvalSpec
 from autoresearch.handover import ENV_HANDOVER_FD, ENV_RUN_DIR
@@ -129,8 +131,7 @@ class Runner:
     def _train(self, attempt: _Attempt) -> None:
         run_dir, result = attempt.run_dir, attempt.result
         read_fd, write_fd = os.pipe()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AUTORESEARCH_RUN")}
-        env.update(self.extra_env)
+        env = self._environment()
         env.update({
             ENV_RUN_DIR: str(run_dir),
             ENV_HANDOVER_FD: str(write_fd),
@@ -267,8 +268,11 @@ class Runner:
 
     # --- 5: the harness's own evaluation ----------------------------------------------------
 
-    def _evaluator_env(self) -> dict[str, str]:
+    def _environment(self) -> dict[str, str]:
+        """The environment of train.py and of the evaluator: the harness's own, less any run's
+        variables, with the compile cache in the data cache (compilecache.py) and `extra_env`."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("AUTORESEARCH_RUN")}
+        env.update(compile_env(cache_root()))
         env.update(self.extra_env)
         return env
 
@@ -283,7 +287,7 @@ class Runner:
         with open(attempt.scratch / "stderr.txt", "wb") as err:
             proc = subprocess.Popen(
                 self._evaluator_command("--serve"), cwd=attempt.scratch,
-                env=self._evaluator_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
+                env=self._environment(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
                 start_new_session=True,
             )
         attempt.evaluator = proc
@@ -360,7 +364,7 @@ class Runner:
             (scratch / "spec.json").write_text(spec.to_json())
             done = subprocess.run(
                 self._evaluator_command("--spec", str(scratch / "spec.json"), "--out", str(scratch / "out.json")),
-                cwd=scratch, env=self._evaluator_env(), capture_output=True, text=True, timeout=limit,
+                cwd=scratch, env=self._environment(), capture_output=True, text=True, timeout=limit,
             )
             out = json.loads((scratch / "out.json").read_text()) if (scratch / "out.json").exists() else {}
             if not out:
