@@ -239,8 +239,9 @@ PRESETS: dict[str, Preset] = {
             complexity_cost=0.002,
             memory_cost=0.02,
         ),
+        # Compiled: more steps and less memory than eager, for ~10 s of start-up with a warm cache.
         train=dict(DEPTH=4, ASPECT_RATIO=32, HEAD_DIM=64, WINDOW_PATTERN="L",
-                   TOTAL_BATCH_SIZE=2**13, DEVICE_BATCH_SIZE=32),
+                   TOTAL_BATCH_SIZE=2**13, DEVICE_BATCH_SIZE=32, COMPILE=True),
         quiet_sigma=0.002,  # BENCHMARKS.md: 0.0019 at 300 s, 0.0020 at 60 s (AMD and Intel, idle)
     ),
     # For tests and smoke checks only: trains a toy model in seconds.
@@ -274,8 +275,9 @@ PRESETS: dict[str, Preset] = {
             max_interference=1.0,
             max_slowdown=1.0,
         ),
+        # Eager: a cold compile would cost each test more than its whole run.
         train=dict(DEPTH=2, ASPECT_RATIO=32, HEAD_DIM=32, WINDOW_PATTERN="L",
-                   TOTAL_BATCH_SIZE=2**10, DEVICE_BATCH_SIZE=16),
+                   TOTAL_BATCH_SIZE=2**10, DEVICE_BATCH_SIZE=16, COMPILE=False),
         quiet_sigma=0.02,  # a few dozen steps: wide
     ),
 }
