@@ -21,7 +21,7 @@ def test_the_gpu_check_runs_end_to_end_in_its_dry_mode(tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     out = done.stdout
     assert "--preset gpu --dataset files:" in out and "autoresearch run" in out  # through the CLI, on its own data
-    for row in ("steps", "tokens/s", "MFU", "compile", "hand-over", "evaluation, harness", "peak memory", "val_bpb"):
+    for row in ("steps", "tokens/s", "MFU", "compile", "launch to hand-over", "evaluation, harness", "peak memory", "val_bpb"):
         assert f"  {row}" in out, row
     assert "1,665,333" in out  # the reference's tokens/s beside ours
     figures = json.loads(out.split("RESULT json ", 1)[1].splitlines()[0])
