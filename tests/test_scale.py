@@ -108,33 +108,39 @@ def test_two_local_workers_run_concurrently_with_ledger_and_branch_consistent(ma
 @pytest.mark.slow
 def test_a_stale_win_is_combined_onto_the_new_best(make_workspace):
     ws = make_workspace(budget=3, baseline_runs=1)
-    slow = hparams.rewrite(ws.train_py.read_text(), SLOW_LRS)
-    commit_train(ws, slow, "learning rates 100x too small")
+    # Two learning rates 100x too small, each a gain of ~0.2 bpb when restored alone (~2.44 -> ~2.23
+    # at 3 s). Not the output head's: while it learns 100x too slowly nothing else helps.
+    slow = hparams.rewrite(ws.train_py.read_text(), {k: SLOW_LRS[k] for k in ("EMBEDDING_LR", "MATRIX_LR")})
+    commit_train(ws, slow, "two learning rates 100x too small")
     matrix = {"MATRIX_LR": GOOD_LRS["MATRIX_LR"]}
-    embeddings = {k: GOOD_LRS[k] for k in ("EMBEDDING_LR", "UNEMBEDDING_LR")}
+    embeddings = {"EMBEDDING_LR": GOOD_LRS["EMBEDDING_LR"]}
     in_flight: list[tuple[str, ...]] = []
 
     def seeing(edit):  # what the proposer is told is under way when it proposes
         return lambda ctx: (in_flight.append(ctx.in_flight), edit(ctx))
 
     proposer = Scripted([("restore MATRIX_LR", seeing(set_values(matrix))),
-                         ("restore the embedding learning rates", seeing(set_values(embeddings)))])
+                         ("restore the embedding learning rate", seeing(set_values(embeddings)))])
     # both proposals start from the same best, run side by side; the first to win moves the best
     logged = run_loop(ws, proposer, workers=2, max_experiments=2)
     rows = Ledger.open(ws.ledger_path).rows
-    first, second = [r for r in rows if r.kind == "experiment"][:2]
+    experiments = [r for r in rows if r.kind == "experiment"]
+    # one row per run: a candidate whose gain was borderline has a confirmation run's row as well
+    candidates = [r for i, r in enumerate(experiments) if r.commit not in {e.commit for e in experiments[:i]}]
+    assert len(candidates) == 3  # the two proposals and the combination
+    first, second = candidates[:2]
     assert first.status == "keep", "\n".join(logged)
     assert second.status == "discard" and second.rule == "stale", "\n".join(logged)
     assert second.gain > 0 and f"the best moved to {first.commit}" in second.reason
     combined = [r for r in rows if r.description.startswith("combine: ")]
-    assert len(combined) == 1 and combined[0].parent == first.commit
+    assert len({r.commit for r in combined}) == 1 and combined[0].parent == first.commit
     assert combined[0].description == f"combine: {second.description}"
-    # the combination is the stale change on the new best: all three learning rates restored
+    # the combination is the stale change on the new best: every learning rate restored
     values = hparams.read_block(ws.git.show(combined[0].commit, "train.py").decode())
     assert {k: values[k].value for k in GOOD_LRS} == GOOD_LRS
     assert any("runs next" in line for line in logged)
     assert in_flight == [(), ("restore MATRIX_LR",)]  # the second proposal knew what the first worker runs
-    consistent(ws, experiments=3)
+    consistent(ws, experiments=len(experiments))
 
 
 def test_frontier_merges_hyperparameters_by_name_and_code_by_lines(make_workspace):
