@@ -17,7 +17,7 @@ from autoresearch import hparams
 from autoresearch.errors import ProposerError, SettingsError
 from autoresearch.ledger import Ledger
 from autoresearch.proposers.base import Context, proposal_dir
-from autoresearch.proposers.agents import AGENTS, preflight, version_note
+from autoresearch.proposers.agents import AGENTS, GEMINI_WORKSPACE_SETTINGS, preflight, version_note, workspace_settings
 from autoresearch.proposers.cmd import CmdProposer, command_for, last_output_line
 from autoresearch.proposers.config import ProposerConfig
 
@@ -303,3 +303,22 @@ def test_the_test_install_pins_the_versions_the_presets_were_tested_with():
     for name, package in packages.items():
         assert f"{package}@{AGENTS[name].tested_version}" in script or \
             f"{package}={AGENTS[name].tested_version}" in script, name
+
+
+def test_gemini_gets_the_harness_settings_in_the_workspace_while_it_runs_only(make_workspace):
+    """gemini skips a system-defaults file that is not root's all the way up (a venv, /tmp): the
+    settings go into the workspace's .gemini/settings.json for the run, out of git, and away after."""
+    ws = make_workspace()
+    settings = ws.root / GEMINI_WORKSPACE_SETTINGS
+    with workspace_settings("gemini", ws.root, ws.git.exclude):
+        assert json.loads(settings.read_text())["privacy"] == {"usageStatisticsEnabled": False}
+        assert ws.git.dirty_paths() == []  # excluded in this clone: git status stays clean
+    assert not settings.parent.exists() and ws.git.dirty_paths() == []
+    with workspace_settings("claude", ws.root, ws.git.exclude):
+        assert not settings.parent.exists()  # the other presets need none
+    settings.parent.mkdir()
+    settings.write_text('{"model": {"name": "mine"}}')
+    with workspace_settings("gemini", ws.root, ws.git.exclude):
+        assert settings.read_text() == '{"model": {"name": "mine"}}'  # the workspace's own is left alone
+    assert settings.exists()
+    assert AGENTS["gemini"].env["GEMINI_CLI_TRUST_WORKSPACE"] == "true"  # else gemini ignores the file

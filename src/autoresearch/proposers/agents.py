@@ -15,12 +15,13 @@ checks it with strace): what is left is said in docs/proposers.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,10 +43,17 @@ OPENCODE_CONFIG = json.dumps({
 })
 
 
-# gemini's settings under the user's own (GEMINI_CLI_SYSTEM_DEFAULTS_PATH: the lowest layer): no
-# usage statistics (sent to play.googleapis.com by default), telemetry, update checks, web tools,
-# subagents (local and remote)
+# gemini's settings for the harness: no usage statistics (sent to play.googleapis.com by default),
+# telemetry, update checks, web tools, subagents (local and remote). Given twice:
+# - as system defaults (GEMINI_CLI_SYSTEM_DEFAULTS_PATH, under the user's settings), which gemini
+#   0.61 reads only when the file and every folder above it are owned by root and writable by no one
+#   else: a file in a user's virtual environment, or anywhere under /tmp, is skipped without a word;
+# - so also as the workspace's settings (.gemini/settings.json, over the user's), which have no such
+#   check: written before the agent starts, removed after it (`workspace_settings`). gemini applies
+#   them in a trusted folder only, and loads them before it reads --skip-trust: hence
+#   GEMINI_CLI_TRUST_WORKSPACE (what --skip-trust sets, for this run's workspace only).
 GEMINI_DEFAULTS = Path(__file__).with_name("gemini-defaults.json")
+GEMINI_WORKSPACE_SETTINGS = Path(".gemini") / "settings.json"
 
 # codex's permission profile (config.toml's [permissions.NAME], given with -c): its built-in
 # `:workspace` (writes in the workspace and the temp folders, no network) with the data cache
@@ -100,7 +108,8 @@ AGENTS: dict[str, AgentPreset] = {
         "gemini", ("gemini", "{model_args}", "-p", "{prompt}", "--approval-mode", "auto_edit", "--skip-trust"),
         "0.61.0", "npm install -g @google/gemini-cli",
         "edits: yes (in the workspace); shell: no (not offered under auto_edit); web: no",
-        {"GEMINI_TELEMETRY_ENABLED": "false", "GEMINI_CLI_SYSTEM_DEFAULTS_PATH": str(GEMINI_DEFAULTS)}),
+        {"GEMINI_TELEMETRY_ENABLED": "false", "GEMINI_CLI_SYSTEM_DEFAULTS_PATH": str(GEMINI_DEFAULTS),
+         "GEMINI_CLI_TRUST_WORKSPACE": "true"}),
     "opencode": AgentPreset(
         "opencode", ("opencode", "run", "{model_args}", "{prompt}"),
         "1.18.33", "npm install -g opencode-ai",
@@ -191,6 +200,25 @@ def agent_env(agent: str) -> dict[str, str]:
     """The preset's variables, under the ones the user set."""
     preset = AGENTS.get(agent)
     return {**(preset.env if preset else {}), **os.environ}
+
+
+@contextlib.contextmanager
+def workspace_settings(agent: str, root: Path, exclude: Callable[[str], None]) -> Iterator[None]:
+    """The preset's settings file in the workspace while its agent runs (gemini's only), kept out of
+    git by `exclude(pattern)`. A settings file the workspace has already is left as it is."""
+    path = root / GEMINI_WORKSPACE_SETTINGS
+    if agent != "gemini" or path.exists():
+        yield
+        return
+    exclude(f"/{GEMINI_WORKSPACE_SETTINGS.parts[0]}/")
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(GEMINI_DEFAULTS.read_bytes())
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()  # unless the agent left something else there
 
 
 # --- the version check ------------------------------------------------------------------------

@@ -50,7 +50,7 @@ from pathlib import Path
 
 from autoresearch import containment, processes
 from autoresearch.data.prepare import cache_root
-from autoresearch.proposers.agents import AGENTS, agent_env, preflight, version_note
+from autoresearch.proposers.agents import AGENTS, agent_env, preflight, version_note, workspace_settings
 from autoresearch.errors import ProposerError, SettingsError
 from autoresearch.ledger import Row
 from autoresearch.proposers import context
@@ -332,7 +332,6 @@ class CmdProposer:
                   "data_dir": str(cache_root())}
         argv = command_for(self.config, values)
         (ws.root / DESCRIPTION_FILE).unlink(missing_ok=True)
-        before = containment.take(ws)
         shown = [a if a != prompt else "{prompt}" for a in argv]
         log_file.write_text(f"$ {shlex.join(shown)}\n", encoding="utf-8")
         env = agent_env(self.config.agent) if not self.config.command else dict(os.environ)
@@ -340,12 +339,14 @@ class CmdProposer:
         idle = self.config.agent_idle_timeout
         self.log(f"  {self.agent}: running (time limit {self.config.agent_timeout:g} s"
                  + (f", {idle:g} s without progress" if idle > 0 else "") + ")")
-        run = run_agent(argv, ws.root, self.config.agent_timeout, log_file, idle, env)
-        stated = stated_description(ws)
-        description, hypothesis, agent_notes = stated or read_description(ws, log_file, self.agent)
-        # with parallel workers, runs under way write their folders while the agent works
-        busy = tuple(f"{RUNS_DIR}/{run_id}/" for run_id in ctx.busy_runs)
-        discarded = containment.contain(ws, before, allow=ALLOWED + busy).phrases()
+        with workspace_settings("" if self.config.command else self.config.agent, ws.root, ws.git.exclude):
+            before = containment.take(ws)
+            run = run_agent(argv, ws.root, self.config.agent_timeout, log_file, idle, env)
+            stated = stated_description(ws)
+            description, hypothesis, agent_notes = stated or read_description(ws, log_file, self.agent)
+            # with parallel workers, runs under way write their folders while the agent works
+            busy = tuple(f"{RUNS_DIR}/{run_id}/" for run_id in ctx.busy_runs)
+            discarded = containment.contain(ws, before, allow=ALLOWED + busy).phrases()
         if discarded:
             self.log(f"  {self.agent}: discarded changes beyond train.py: {'; '.join(discarded)}")
         if run.ended_processes:
