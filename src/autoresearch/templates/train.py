@@ -232,46 +232,11 @@ def orthogonalize(G):
     return X.mT if tall else X
 
 
-def adamw_update(p, grad, m, v, step, lr, beta1, beta2, eps):
-    """AdamW on one parameter, in place (its weight decay is 0)."""
-    g = grad.float()
-    m.lerp_(g, 1 - beta1)
-    v.lerp_(g.square(), 1 - beta2)
-    m_hat = m / (1 - beta1**step)
-    v_hat = v / (1 - beta2**step)
-    p.sub_((lr * m_hat / (v_hat.sqrt() + eps)).to(p.dtype))
-
-
-def muon_update(W, G, momentum_buf, second, momentum, lr, beta2, weight_decay, reduce_dim: int):
-    """Muon on a stack of same-shape matrices W with gradients G, in place."""
-    momentum_buf.lerp_(G, 1 - momentum)
-    update = G.lerp_(momentum_buf, momentum)  # Nesterov: look ahead along the momentum
-    O = orthogonalize(update).float()
-    # NorMuon: normalise by the second moment of the update per row (of a wide matrix)
-    second.lerp_(O.square().mean(dim=reduce_dim, keepdim=True), 1 - beta2)
-    scaled = O * second.clamp_min(1e-10).rsqrt()
-    # keep the orthogonalised update's overall size; only its distribution over rows changes
-    O = scaled * (O.norm(dim=(-2, -1), keepdim=True) / scaled.norm(dim=(-2, -1), keepdim=True).clamp_min(1e-10))
-    agree = (O * W) >= 0  # cautious decay: only where the update and the weight agree in sign
-    W.sub_(lr * O + lr * weight_decay * W * agree)
-
-
 class MuonAdamW(torch.optim.Optimizer):
-    """Muon for groups marked `muon` (2-D matrices of one shape), AdamW for the others.
+    """Muon for groups marked `muon` (2-D matrices of one shape), AdamW for the others."""
 
-    compiled: the two update functions go through torch.compile, which fuses their elementwise
-    work (~6% of a CPU step eager). Their hyperparameters are then passed as 0-d tensors: a
-    Python float is a constant of the compiled graph, and every new learning rate would recompile.
-    """
-
-    def __init__(self, groups, compiled=False):
+    def __init__(self, groups):
         super().__init__(groups, defaults={})
-        self.compiled = compiled
-        self.adamw_update = torch.compile(adamw_update, dynamic=False) if compiled else adamw_update
-        self.muon_update = torch.compile(muon_update, dynamic=False) if compiled else muon_update
-
-    def scalar(self, value):
-        return torch.tensor(value, dtype=torch.float32) if self.compiled else value
 
     @torch.no_grad()
     def step(self):
@@ -280,7 +245,6 @@ class MuonAdamW(torch.optim.Optimizer):
 
     def _adamw(self, group):
         beta1, beta2 = group["betas"]
-        lr, beta1, beta2, eps = (self.scalar(x) for x in (group["lr"], beta1, beta2, group["eps"]))
         for p in group["params"]:
             if p.grad is None:
                 continue
@@ -290,7 +254,12 @@ class MuonAdamW(torch.optim.Optimizer):
                 state["m"] = torch.zeros_like(p, dtype=torch.float32)
                 state["v"] = torch.zeros_like(p, dtype=torch.float32)
             state["step"] += 1
-            self.adamw_update(p, p.grad, state["m"], state["v"], self.scalar(state["step"]), lr, beta1, beta2, eps)
+            g = p.grad.float()
+            state["m"].lerp_(g, 1 - beta1)
+            state["v"].lerp_(g.square(), 1 - beta2)
+            m_hat = state["m"] / (1 - beta1 ** state["step"])
+            v_hat = state["v"] / (1 - beta2 ** state["step"])
+            p.add_((m_hat / (v_hat.sqrt() + group["eps"])).to(p.dtype), alpha=-group["lr"])
 
     def _muon(self, group):
         params = [p for p in group["params"] if p.grad is not None]
@@ -301,17 +270,27 @@ class MuonAdamW(torch.optim.Optimizer):
         G = torch.stack([p.grad for p in params]).float()
         if not state:
             state["momentum"] = torch.zeros_like(G)
-            # per row of a wide matrix, per column of a tall one
-            state["reduce_dim"] = -1 if G.size(-2) <= G.size(-1) else -2
-            state["second"] = torch.zeros_like(G.mean(dim=state["reduce_dim"], keepdim=True))
+            # NorMuon: second moment of the update, per row of a wide matrix (per column of a tall one)
+            reduce_dim = -1 if G.size(-2) <= G.size(-1) else -2
+            state["reduce_dim"] = reduce_dim
+            state["second"] = torch.zeros_like(G.mean(dim=reduce_dim, keepdim=True))
+        buf, dim = state["momentum"], state["reduce_dim"]
+        buf.lerp_(G, 1 - group["momentum"])
+        update = G.lerp_(buf, group["momentum"])  # Nesterov: look ahead along the momentum
+        O = orthogonalize(update).float()
+        row_sq = O.square().mean(dim=dim, keepdim=True)
+        state["second"].lerp_(row_sq, 1 - group["beta2"])
+        scaled = O * state["second"].clamp_min(1e-10).rsqrt()
+        # keep the orthogonalised update's overall size; only its distribution over rows changes
+        O = scaled * (O.norm(dim=(-2, -1), keepdim=True) / scaled.norm(dim=(-2, -1), keepdim=True).clamp_min(1e-10))
         lr = group["lr"] * math.sqrt(max(1.0, W.size(-2) / W.size(-1)))
-        self.muon_update(W, G, state["momentum"], state["second"], self.scalar(group["momentum"]), self.scalar(lr),
-                         self.scalar(group["beta2"]), self.scalar(group["weight_decay"]), state["reduce_dim"])
+        agree = (O * W) >= 0  # cautious decay: only where the update and the weight agree in sign
+        W.sub_(lr * O + lr * group["weight_decay"] * W * agree)
         for p, w in zip(params, W.unbind(0)):
             p.copy_(w)
 
 
-def build_optimizer(model, width, compiled=False):
+def build_optimizer(model, width):
     scale = (width / 768) ** -0.5  # AdamW learning rates shrink with width as 1/sqrt(width)
     betas = (ADAM_BETA1, ADAM_BETA2)
     groups = [
@@ -327,7 +306,7 @@ def build_optimizer(model, width, compiled=False):
         groups.append(dict(kind="muon", params=params, lr=MATRIX_LR, momentum=0.95, beta2=0.95, weight_decay=WEIGHT_DECAY))
     for g in groups:
         g["initial_lr"] = g["lr"]
-    return MuonAdamW(groups, compiled)
+    return MuonAdamW(groups)
 
 
 def lr_multiplier(progress):
@@ -376,9 +355,8 @@ if DEVICE == "cuda":  # embeddings in bf16 halve their memory; their AdamW state
         emb.to(torch.bfloat16)
 num_params = sum(p.numel() for p in model.parameters())
 flops_per_token = model.flops_per_token()
-compiled = COMPILE and DEVICE != "mps"
-optimizer = build_optimizer(model, width, compiled)
-train_model = torch.compile(model) if compiled else model
+optimizer = build_optimizer(model, width)
+train_model = torch.compile(model) if COMPILE and DEVICE != "mps" else model
 
 tokens_per_micro = DEVICE_BATCH_SIZE * MAX_SEQ_LEN
 assert TOTAL_BATCH_SIZE % tokens_per_micro == 0, "TOTAL_BATCH_SIZE must be a multiple of DEVICE_BATCH_SIZE * MAX_SEQ_LEN"
@@ -391,6 +369,7 @@ print(f"device {DEVICE} ({'bf16' if USE_BF16 else 'fp32'}{', FA3' if fa3 else ''
       f"{grad_accum} micro-batches of {DEVICE_BATCH_SIZE}x{MAX_SEQ_LEN} per step", flush=True)
 
 # --- training: the budget counts training time after the warm-up steps -----------------------
+compiled = train_model is not model
 # The first step compiles (or warms eager up); on CUDA, as in the reference, kernels settle over ten.
 untimed_steps = 10 if compiled and DEVICE == "cuda" else 1
 step, total_training_time, smooth_loss = 0, 0.0, 0.0
