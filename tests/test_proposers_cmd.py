@@ -310,15 +310,15 @@ def test_gemini_gets_the_harness_settings_in_the_workspace_while_it_runs_only(ma
     settings go into the workspace's .gemini/settings.json for the run, out of git, and away after."""
     ws = make_workspace()
     settings = ws.root / GEMINI_WORKSPACE_SETTINGS
-    with workspace_settings("gemini", ws.root, ws.git.exclude):
+    with workspace_settings(AGENTS["gemini"], ws.root, ws.git.exclude):
         assert json.loads(settings.read_text())["privacy"] == {"usageStatisticsEnabled": False}
         assert ws.git.dirty_paths() == []  # excluded in this clone: git status stays clean
     assert not settings.parent.exists() and ws.git.dirty_paths() == []
-    with workspace_settings("claude", ws.root, ws.git.exclude):
+    with workspace_settings(AGENTS["claude"], ws.root, ws.git.exclude):
         assert not settings.parent.exists()  # the other presets need none
     settings.parent.mkdir()
     settings.write_text('{"model": {"name": "mine"}}')
-    with workspace_settings("gemini", ws.root, ws.git.exclude):
+    with workspace_settings(AGENTS["gemini"], ws.root, ws.git.exclude):
         assert settings.read_text() == '{"model": {"name": "mine"}}'  # the workspace's own is left alone
     assert settings.exists()
     assert AGENTS["gemini"].env["GEMINI_CLI_TRUST_WORKSPACE"] == "true"  # else gemini ignores the file

@@ -72,6 +72,8 @@ class AgentPreset:
     permissions: str  # what the agent may do, in words (docs/proposers.md has the table)
     env: Mapping[str, str] = field(default_factory=dict)  # set for the agent: no update checks, no telemetry
     model_flag: str = "--model"
+    # (path in the workspace, shipped file): put there while the agent runs (`workspace_settings`)
+    settings_file: tuple[Path, Path] | None = None
 
 
 AGENTS: dict[str, AgentPreset] = {
@@ -109,7 +111,8 @@ AGENTS: dict[str, AgentPreset] = {
         "0.61.0", "npm install -g @google/gemini-cli",
         "edits: yes (in the workspace); shell: no (not offered under auto_edit); web: no",
         {"GEMINI_TELEMETRY_ENABLED": "false", "GEMINI_CLI_SYSTEM_DEFAULTS_PATH": str(GEMINI_DEFAULTS),
-         "GEMINI_CLI_TRUST_WORKSPACE": "true"}),
+         "GEMINI_CLI_TRUST_WORKSPACE": "true"},
+        settings_file=(GEMINI_WORKSPACE_SETTINGS, GEMINI_DEFAULTS)),
     "opencode": AgentPreset(
         "opencode", ("opencode", "run", "{model_args}", "{prompt}"),
         "1.18.33", "npm install -g opencode-ai",
@@ -203,16 +206,17 @@ def agent_env(agent: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def workspace_settings(agent: str, root: Path, exclude: Callable[[str], None]) -> Iterator[None]:
-    """The preset's settings file in the workspace while its agent runs (gemini's only), kept out of
-    git by `exclude(pattern)`. A settings file the workspace has already is left as it is."""
-    path = root / GEMINI_WORKSPACE_SETTINGS
-    if agent != "gemini" or path.exists():
+def workspace_settings(preset: AgentPreset | None, root: Path, exclude: Callable[[str], None]) -> Iterator[None]:
+    """The preset's settings file in the workspace while its agent runs, kept out of git by
+    `exclude(pattern)`. A settings file the workspace has already is left as it is."""
+    if preset is None or preset.settings_file is None or (root / preset.settings_file[0]).exists():
         yield
         return
-    exclude(f"/{GEMINI_WORKSPACE_SETTINGS.parts[0]}/")
+    where, shipped = preset.settings_file
+    path = root / where
+    exclude(f"/{where.parts[0]}/")
     path.parent.mkdir(exist_ok=True)
-    path.write_bytes(GEMINI_DEFAULTS.read_bytes())
+    path.write_bytes(shipped.read_bytes())
     try:
         yield
     finally:

@@ -339,7 +339,8 @@ class CmdProposer:
         idle = self.config.agent_idle_timeout
         self.log(f"  {self.agent}: running (time limit {self.config.agent_timeout:g} s"
                  + (f", {idle:g} s without progress" if idle > 0 else "") + ")")
-        with workspace_settings("" if self.config.command else self.config.agent, ws.root, ws.git.exclude):
+        preset = None if self.config.command else AGENTS.get(self.config.agent)
+        with workspace_settings(preset, ws.root, ws.git.exclude):
             before = containment.take(ws)
             run = run_agent(argv, ws.root, self.config.agent_timeout, log_file, idle, env)
             stated = stated_description(ws)
