@@ -9,10 +9,8 @@ BIN="$(pwd)/.venv/bin"
 DIR="${1:-demo-research}"
 BUDGET="${BUDGET:-60}"              # seconds of training per experiment
 EXPERIMENTS="${EXPERIMENTS:-4}"     # experiments after the baseline (with at most 1 confirmation run each: < 15 min)
-# The CPU preset for this machine's kind: cpu-bf16 where it computes bf16 natively, else cpu.
-PRESET="${PRESET:-$("$BIN/python" -c 'from autoresearch.devices import cpu_preset; print(cpu_preset())')}"
 if [ ! -f "$DIR/autoresearch.toml" ]; then
-  "$BIN/autoresearch" init "$DIR" --preset "$PRESET" --budget "$BUDGET" --set baseline_runs=2 --set confirm_runs=1
+  "$BIN/autoresearch" init "$DIR" --preset cpu --budget "$BUDGET" --set baseline_runs=2 --set confirm_runs=1
 fi
 cd "$DIR"
 "$BIN/autoresearch" prepare

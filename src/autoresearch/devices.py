@@ -30,13 +30,8 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def preset_for_machine() -> str:
-    """The preset that fits the accelerator found here; on a CPU, the one for its kind."""
-    return {"cuda": "gpu", "mps": "mps"}.get(best_device()) or cpu_preset()
-
-
-def cpu_preset() -> str:
-    """cpu-bf16 where the CPU computes bf16 natively, else cpu (float32)."""
-    return "cpu-bf16" if cpu_has_fast_bf16() else "cpu"
+    """The preset that fits the accelerator found here."""
+    return {"cuda": "gpu", "mps": "mps"}.get(best_device(), "cpu")
 
 
 def describe() -> str:

@@ -182,26 +182,6 @@ class Preset:
     quiet_sigma: float | None = None
 
 
-# What both CPU presets share: the data, the evaluation, the clock and the costs.
-_CPU_SETTINGS: dict[str, Any] = dict(
-    dataset="pystdlib",
-    time_budget=300.0,
-    max_seq_len=256,
-    eval_tokens=128 * 1024,
-    vocab_size=4096,
-    max_doc_chars=1500,
-    # The run's own CPU time: on a busy CPU the wall clock measures the other programs too
-    # (BENCHMARKS.md, "The training clock"; clock.py).
-    clock="cpu",
-    # A cold torch.compile of the model (~100 CPU-s, half of it in g++ children) counts on
-    # the cpu clock; a warm one takes seconds (docs/presets.md, "Compilation and memory").
-    startup_allowance=90.0,
-    eval_batch_size=32,
-    min_noise=0.002,
-    complexity_cost=0.002,
-    memory_cost=0.02,
-)
-
 PRESETS: dict[str, Preset] = {
     # The reference's constants, unchanged, so results compare with its published numbers.
     "gpu": Preset(
@@ -239,27 +219,32 @@ PRESETS: dict[str, Preset] = {
         train=dict(DEPTH=6, ASPECT_RATIO=64, HEAD_DIM=128, WINDOW_PATTERN="SSSL",
                    TOTAL_BATCH_SIZE=2**16, DEVICE_BATCH_SIZE=32),
     ),
-    # A small CPU: sized by measurement on a 2-core AVX2 machine (docs/presets.md), trains in float32.
+    # A small CPU: sized by measurement on a 2-core AVX2 machine (docs/presets.md).
     "cpu": Preset(
         "cpu",
-        "CPU without native bf16 (AVX2): seq 256, vocab 4096, 2^17 eval tokens, pystdlib",
-        dict(_CPU_SETTINGS),
+        "CPU: seq 256, vocab 4096, 2^17 eval tokens, pystdlib",
+        dict(
+            dataset="pystdlib",
+            time_budget=300.0,
+            max_seq_len=256,
+            eval_tokens=128 * 1024,
+            vocab_size=4096,
+            max_doc_chars=1500,
+            # The run's own CPU time: on a busy CPU the wall clock measures the other programs too
+            # (BENCHMARKS.md, "The training clock"; clock.py).
+            clock="cpu",
+            # A cold torch.compile of the model (~100 CPU-s, half of it in g++ children) counts on
+            # the cpu clock; a warm one takes seconds (docs/presets.md, "Compilation and memory").
+            startup_allowance=90.0,
+            eval_batch_size=32,
+            min_noise=0.002,
+            complexity_cost=0.002,
+            memory_cost=0.02,
+        ),
         # Compiled: more steps and less memory than eager, for ~10 s of start-up with a warm cache.
         train=dict(DEPTH=4, ASPECT_RATIO=32, HEAD_DIM=64, WINDOW_PATTERN="L",
                    TOTAL_BATCH_SIZE=2**13, DEVICE_BATCH_SIZE=32, COMPILE=True),
         quiet_sigma=0.002,  # BENCHMARKS.md: 0.0019 at 300 s, 0.0020 at 60 s (AMD and Intel, idle)
-    ),
-    # A small CPU that computes bf16 natively (AVX512-BF16, AMX): the same settings, so results
-    # compare with the cpu preset's; the batch chosen by a 5-minute sweep on a 2-core AVX512-BF16
-    # machine (docs/presets.md, BENCHMARKS.md). Twice the tokens per step halves the optimizer's
-    # share of the step, which at width 128 is as large as the model's.
-    "cpu-bf16": Preset(
-        "cpu-bf16",
-        "CPU with native bf16 (AVX512-BF16, AMX): the cpu preset's settings, 2^14 tokens per step",
-        dict(_CPU_SETTINGS),
-        train=dict(DEPTH=4, ASPECT_RATIO=32, HEAD_DIM=64, WINDOW_PATTERN="L",
-                   TOTAL_BATCH_SIZE=2**14, DEVICE_BATCH_SIZE=32, COMPILE=True),
-        quiet_sigma=0.002,
     ),
     # For tests and smoke checks only: trains a toy model in seconds.
     "tiny": Preset(
