@@ -1,7 +1,6 @@
 """What an experiment costs beyond its training budget, and the 5-minute CPU baseline.
 
-Runs the baseline of a fresh workspace of a CPU preset (default: the one `init` picks for this
-CPU's kind) --runs times through the research loop, as
+Runs the baseline of a fresh cpu-preset workspace --runs times through the research loop, as
 `autoresearch loop` does, and reports:
 - per run: wall time (launch to exit), hand-over time, training seconds, the runner's
   out-of-process evaluation and train.py's informational in-process one, val_bpb;
@@ -10,7 +9,7 @@ CPU's kind) --runs times through the research loop, as
 - the baseline's val_bpb: mean, standard deviation and range over the runs (its run-to-run noise);
 - out-of-process / in-process evaluation time.
 
-    python bench/overhead.py [--budget 300] [--runs 3] [--preset cpu|cpu-bf16] [--cache DIR]
+    python bench/overhead.py [--budget 300] [--runs 3] [--cache DIR]
 
 Targets: overhead <= 10% at the 5-minute budget (issue: loop), and no worse than the 3.6% the
 single-worker loop measured before it became the one driver over an in-process executor (issue:
@@ -26,7 +25,6 @@ import time
 from datetime import date
 
 from _workspace import machine, prepared_workspace
-from autoresearch.devices import cpu_preset
 from autoresearch.loop import Loop
 from autoresearch.rundir import INPROCESS_RECORD, RunResult
 
@@ -39,13 +37,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=float, default=300.0, help="training seconds per run")
     parser.add_argument("--runs", type=int, default=3, help="baseline runs")
-    parser.add_argument("--preset", choices=("cpu", "cpu-bf16"), default=cpu_preset(),
-                        help="the CPU preset (default: the one for this CPU's kind, %(default)s)")
     parser.add_argument("--cache", help="data cache folder (default: $AUTORESEARCH_CACHE or ~/.cache/autoresearch)")
     args = parser.parse_args()
     print(f"machine: {machine()}; {date.today()}")
-    ws, _ = prepared_workspace(args.preset, args.budget, args.cache, baseline_runs=args.runs)
-    print(f"workspace {ws.root}: {args.preset} preset, budget {args.budget:g} s, {args.runs} baseline runs")
+    ws, _ = prepared_workspace("cpu", args.budget, args.cache, baseline_runs=args.runs)
+    print(f"workspace {ws.root}: cpu preset, budget {args.budget:g} s, {args.runs} baseline runs")
 
     with Loop.open(ws.root, tag="bench", log=lambda m: print(f"  {m}")) as loop:
         print(f"  executor: {loop.ex.name}")

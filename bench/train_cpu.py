@@ -7,8 +7,7 @@ issue 18 (eager, heap never trimmed), in one run.
 2. Training, three train.py files under the harness's runner, each for --budget seconds:
    - eager:    the template and cpu preset of commit dd770d2 (before issue 18), as shipped then;
    - compiled: the same file with only `torch.compile` applied on the CPU too;
-   - shipped:  the train.py `autoresearch init` writes now on this machine: the cpu preset's, or
-               cpu-bf16's where the CPU computes bf16 natively (the preset init picks here).
+   - shipped:  the cpu preset's train.py as `autoresearch init` writes it now.
    Runs are sequential and interleaved (eager, compiled, shipped, then again in a rotated order),
    so that a change in the machine's load falls on every variant alike; or, with --side-by-side,
    the three run at the same time with one thread each (on a shared machine the fairest split of
@@ -46,7 +45,6 @@ import torch
 
 from _workspace import machine, prepared_workspace
 from autoresearch import hparams
-from autoresearch.devices import cpu_preset
 from autoresearch.rundir import LOG_FILE, METRICS_FILE
 from autoresearch.runner import Runner
 from autoresearch.workspace import train_template
@@ -179,9 +177,8 @@ def main() -> None:
     if CUDA_ONLY not in eager:
         raise SystemExit(f"the template of {BEFORE} has no line {CUDA_ONLY!r} to switch compilation on")
     hard_limit = args.hard_limit or 2 * args.budget + 900
-    presets = {"eager": "cpu", "compiled": "cpu", "shipped": cpu_preset()}
-    spaces = {name: prepared_workspace(preset, args.budget, args.cache, hard_limit=hard_limit)
-              for name, preset in presets.items()}
+    spaces = {name: prepared_workspace("cpu", args.budget, args.cache, hard_limit=hard_limit)
+              for name in ("eager", "compiled", "shipped")}
     s = spaces["shipped"][0].settings()
     variants = {"eager": eager, "compiled": eager.replace(CUDA_ONLY, ANY_DEVICE), "shipped": train_template(s)}
     compile_dirs = Path(tempfile.mkdtemp(prefix="autoresearch-bench-compile-"))
@@ -191,7 +188,7 @@ def main() -> None:
         "TORCHINDUCTOR_CACHE_DIR": str(compile_dirs / name / "inductor"),
         "TRITON_CACHE_DIR": str(compile_dirs / name / "triton")}) for name, (ws, prepared) in spaces.items()}
     how = "side by side, one thread each" if args.side_by_side else "sequential and interleaved"
-    print(f"training: shipped = {presets['shipped']} preset, budget {args.budget:g} s, {args.repeats} run(s) of each variant, {how}; "
+    print(f"training: cpu preset, budget {args.budget:g} s, {args.repeats} run(s) of each variant, {how}; "
           f"workspaces {', '.join(str(ws.root) for ws, _ in spaces.values())}; empty compile caches in {compile_dirs}")
     runs: list[Run] = []
     names = list(variants)
