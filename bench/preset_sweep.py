@@ -11,7 +11,7 @@ the configs ranked by val_bpb (the mean of their runs).
 
 A CONFIG is NAME:KEY=VALUE,KEY=VALUE (train.py hyperparameters), e.g.
     d4w192:DEPTH=4,ASPECT_RATIO=48   b4k:TOTAL_BATCH_SIZE=4096,DEVICE_BATCH_SIZE=16
-With no CONFIG, the sweep of docs/presets.md ("cpu on a CPU with native bf16") is run.
+With no CONFIG, the sweep recorded in BENCHMARKS.md ("A preset for CPUs with native bf16?") is run.
 """
 
 from __future__ import annotations
@@ -32,17 +32,16 @@ from autoresearch.runner import Runner
 from autoresearch.workspace import train_template
 from train_cpu import Run, ceiling, measure, print_run
 
-# The sweep run for issue 18 on a 2-core AVX512-BF16 machine: width, depth and tokens per step
+# The sweep of issue 18 on a 2-core AVX512-BF16 machine (BENCHMARKS.md): width and tokens per step
 # around the cpu preset (DEPTH 4, ASPECT_RATIO 32 -> width 128, HEAD_DIM 64, 2^13 tokens per step).
 DEFAULT_SWEEP = [
     "d4w128:",
     "d4w192:ASPECT_RATIO=48",
-    "d4w256:ASPECT_RATIO=64",
-    "d6w192:DEPTH=6",
-    "d3w192:DEPTH=3,ASPECT_RATIO=64",
+    "d4w128-b2k:TOTAL_BATCH_SIZE=2048,DEVICE_BATCH_SIZE=8",
     "d4w128-b4k:TOTAL_BATCH_SIZE=4096,DEVICE_BATCH_SIZE=16",
-    "d4w192-b4k:ASPECT_RATIO=48,TOTAL_BATCH_SIZE=4096,DEVICE_BATCH_SIZE=16",
-    "d4w256-b16k:ASPECT_RATIO=64,TOTAL_BATCH_SIZE=16384,DEVICE_BATCH_SIZE=32",
+    "d4w128-b16k:TOTAL_BATCH_SIZE=16384,DEVICE_BATCH_SIZE=32",
+    "d4w128-b16k-r64:TOTAL_BATCH_SIZE=16384,DEVICE_BATCH_SIZE=64",
+    "d4w128-b32k:TOTAL_BATCH_SIZE=32768,DEVICE_BATCH_SIZE=32",
 ]
 
 
