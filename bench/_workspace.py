@@ -6,14 +6,16 @@ reuses data that `autoresearch prepare` already built; `--cache DIR` isolates it
 
 from __future__ import annotations
 
+import ast
 import os
 import platform
 import tempfile
 from pathlib import Path
+from typing import Any, Iterable
 
 import torch
 
-from autoresearch import settings, workspace
+from autoresearch import hparams, settings, workspace
 from autoresearch.data.prepare import PreparedData, prepare
 
 
@@ -37,3 +39,25 @@ def machine() -> str:
     except OSError:
         pass
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+
+
+def hyperparameters(items: Iterable[str], where: str) -> dict[str, Any]:
+    """KEY=VALUE items as train.py hyperparameter values: Python literals, else plain strings."""
+    values: dict[str, Any] = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        if not eq or not key.strip():
+            raise SystemExit(f"{where}: {item!r} is not KEY=VALUE")
+        try:
+            values[key.strip()] = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            values[key.strip()] = text.strip()
+    return values
+
+
+def with_hyperparameters(source: str, values: dict[str, Any], where: str) -> str:
+    """train.py's source with some hyperparameters set; an unknown name ends the benchmark with its name."""
+    try:
+        return hparams.rewrite(source, values)
+    except KeyError as e:
+        raise SystemExit(f"{where}: {e.args[0]}") from None

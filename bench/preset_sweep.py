@@ -17,7 +17,6 @@ With no CONFIG, the sweep recorded in BENCHMARKS.md ("A preset for CPUs with nat
 from __future__ import annotations
 
 import argparse
-import ast
 import os
 import statistics
 import tempfile
@@ -26,9 +25,9 @@ from pathlib import Path
 
 import torch
 
-from _workspace import machine, prepared_workspace
-from autoresearch import hparams
+from _workspace import hyperparameters, machine, prepared_workspace, with_hyperparameters
 from autoresearch.runner import Runner
+from autoresearch.settings import from_preset
 from autoresearch.workspace import train_template
 from train_cpu import Run, ceiling, measure, print_run
 
@@ -49,16 +48,7 @@ def parse_config(text: str) -> tuple[str, dict]:
     name, _, assignments = text.partition(":")
     if not name:
         raise SystemExit(f"config {text!r}: give it a name, NAME:KEY=VALUE,...")
-    values = {}
-    for item in filter(None, assignments.split(",")):
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise SystemExit(f"config {text!r}: {item!r} is not KEY=VALUE")
-        try:
-            values[key.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            values[key.strip()] = value.strip()
-    return name, values
+    return name, hyperparameters(filter(None, assignments.split(",")), f"config {text!r}")
 
 
 def main() -> None:
@@ -69,6 +59,9 @@ def main() -> None:
     parser.add_argument("--cache", help="data cache folder (default: $AUTORESEARCH_CACHE or ~/.cache/autoresearch)")
     args = parser.parse_args()
     configs = dict(parse_config(c) for c in (args.configs or DEFAULT_SWEEP))
+    # train.py of each config before anything is measured, so that a bad config fails at once
+    template = train_template(from_preset("cpu"))
+    texts = {name: with_hyperparameters(template, values, f"config {name!r}") for name, values in configs.items()}
     print(f"machine: {machine()}; {date.today()}; load average {os.getloadavg()[0]:.1f}")
 
     native_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
@@ -78,8 +71,6 @@ def main() -> None:
 
     ws, prepared = prepared_workspace("cpu", args.budget, args.cache, hard_limit=2 * args.budget + 900)
     s = ws.settings()
-    template = train_template(s)
-    texts = {name: hparams.rewrite(template, values) for name, values in configs.items()}
     compile_dir = Path(tempfile.mkdtemp(prefix="autoresearch-sweep-compile-"))
     runner = Runner(ws, s, prepared.data_sha256, extra_env={
         "TORCHINDUCTOR_CACHE_DIR": str(compile_dir / "inductor"), "TRITON_CACHE_DIR": str(compile_dir / "triton")})

@@ -17,15 +17,13 @@ this model's shapes run.
 from __future__ import annotations
 
 import argparse
-import ast
 import os
 import sys
 from collections import defaultdict
 
 import torch
 
-from _workspace import machine, prepared_workspace
-from autoresearch import hparams
+from _workspace import hyperparameters, machine, prepared_workspace, with_hyperparameters
 from train_cpu import ceiling
 
 GROUPS = {
@@ -48,10 +46,10 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the model, as train.py does")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a train.py hyperparameter")
     args = parser.parse_args()
+    changes = hyperparameters(args.set, "--set")
     print(f"machine: {machine()}")
     ws, _ = prepared_workspace("cpu", 60.0, args.cache)
-    changes = {k: ast.literal_eval(v) for k, _, v in (item.partition("=") for item in args.set)}
-    source = hparams.rewrite(ws.train_py.read_text(), changes).split("# --- setup")[0]
+    source = with_hyperparameters(ws.train_py.read_text(), changes, "--set").split("# --- setup")[0]
     if args.bf16 != "auto":
         source = source.replace("USE_BF16 = ", f"USE_BF16 = {args.bf16 == 'on'}  # ", 1)
     os.chdir(ws.root)
