@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sysconfig
 import tempfile
 from pathlib import Path
@@ -25,6 +26,12 @@ os.environ.pop("AUTORESEARCH_DEVICE", None)
 os.environ["RAY_AUTH_MODE"] = "disabled"
 # Test workers run side by side on small machines: one thread per training process each.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# A suite started as a background job of a non-interactive shell (`.ci/run &`, nohup) begins with
+# SIGINT ignored, and every process it starts would inherit that: the tests that press Ctrl-C on a
+# real process would see nothing happen. With Python's own handler here, children start with the
+# default action again, as they do under a terminal or CI.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_sessionfinish(session, exitstatus):
