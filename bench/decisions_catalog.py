@@ -69,7 +69,7 @@ CATALOG: tuple[Change, ...] = (
            (Edit("set", "MATRIX_LR", "2.0"),)),
     Change("unembedding-lr-far-too-high", "loss", "UNEMBEDDING_LR 0.001 -> 0.04",
            (Edit("set", "UNEMBEDDING_LR", "0.04"),), quick=True),
-    Change("far-too-narrow", "loss", "ASPECT_RATIO 32 -> 8, HEAD_DIM 64 -> 32: width 128 -> 32, one head",
+    Change("far-too-narrow", "loss", "ASPECT_RATIO -> 8, HEAD_DIM 64 -> 32: width 128 -> 32, one head",
            (Edit("set", "ASPECT_RATIO", "8"), Edit("set", "HEAD_DIM", "32"))),
     Change("comment", "null", "a comment on the learning-rate schedule",
            (Edit("insert_before", "def lr_multiplier(",

@@ -10,7 +10,7 @@ the configs ranked by val_bpb (the mean of their runs).
     python bench/preset_sweep.py [--budget 300] [--repeats 1] [--cache DIR] CONFIG...
 
 A CONFIG is NAME:KEY=VALUE,KEY=VALUE (train.py hyperparameters), e.g.
-    d4w192:DEPTH=4,ASPECT_RATIO=48   b4k:TOTAL_BATCH_SIZE=4096,DEVICE_BATCH_SIZE=16
+    d3w192:ASPECT_RATIO=64   b4k:TOTAL_BATCH_SIZE=4096,DEVICE_BATCH_SIZE=16
 With no CONFIG, the sweep recorded in BENCHMARKS.md ("A preset for CPUs with native bf16?") is run.
 """
 
@@ -31,16 +31,22 @@ from autoresearch.settings import from_preset
 from autoresearch.workspace import train_template
 from train_cpu import Run, ceiling, measure, print_run
 
-# The sweep of issue 18 on a 2-core AVX512-BF16 machine (BENCHMARKS.md): width and tokens per step
-# around the cpu preset (DEPTH 4, ASPECT_RATIO 32 -> width 128, HEAD_DIM 64, 2^13 tokens per step).
+# The sweep that chose the cpu preset's depth (issue 18, a 2-core AVX512-BF16 machine, BENCHMARKS.md):
+# depth and learning rates around the old preset (DEPTH 4, ASPECT_RATIO 32 -> width 128), which the
+# preset (DEPTH 3, ASPECT_RATIO 40 -> width 128, HEAD_DIM 64, 2^13 tokens per step) replaced. The
+# earlier width and batch sweep is in BENCHMARKS.md with its configs.
+D4 = "DEPTH=4,ASPECT_RATIO=32"
 DEFAULT_SWEEP = [
-    "d4w128:",
-    "d4w192:ASPECT_RATIO=48",
-    "d4w128-b2k:TOTAL_BATCH_SIZE=2048,DEVICE_BATCH_SIZE=8",
-    "d4w128-b4k:TOTAL_BATCH_SIZE=4096,DEVICE_BATCH_SIZE=16",
-    "d4w128-b16k:TOTAL_BATCH_SIZE=16384,DEVICE_BATCH_SIZE=32",
-    "d4w128-b16k-r64:TOTAL_BATCH_SIZE=16384,DEVICE_BATCH_SIZE=64",
-    "d4w128-b32k:TOTAL_BATCH_SIZE=32768,DEVICE_BATCH_SIZE=32",
+    "d3:",
+    f"d4:{D4}",
+    "d2:DEPTH=2,ASPECT_RATIO=64",
+    "d6:DEPTH=6,ASPECT_RATIO=21",
+    f"d4-hd32:{D4},HEAD_DIM=32",
+    f"d4-mlr06:{D4},MATRIX_LR=0.06",
+    f"d4-mlr025:{D4},MATRIX_LR=0.025",
+    f"d4-wd07:{D4},WARMDOWN_RATIO=0.7",
+    f"d4-elr2x:{D4},UNEMBEDDING_LR=0.008,EMBEDDING_LR=1.2",
+    "d3-mlr06:MATRIX_LR=0.06",
 ]
 
 
