@@ -36,6 +36,13 @@ from tests.test_loop import (
 from tests.test_loop import consistent as single_loop_consistent
 
 
+def with_combinations(ws, proposals: int) -> int:
+    """The experiment rows `proposals` proposals make: one each, and one more per stale win, whose
+    change runs again on the new best as `combine: ...` (scale/frontier.py). Whether a win goes
+    stale depends on which of two parallel runs finishes first."""
+    return proposals + sum(r.description.startswith("combine: ") for r in Ledger.open(ws.ledger_path).rows)
+
+
 def consistent(ws, experiments: int) -> list:
     """What the single loop's test checks (ledger, branch head, run records agree), and: nothing is
     left under way, and exactly the kept commits are on the branch. Returns the rows."""
@@ -83,8 +90,7 @@ def test_two_local_workers_run_concurrently_with_ledger_and_branch_consistent(ma
     loop = run_cli(ws, "loop", "--workers", "2", "--executor", "local", "--max-experiments", "4")
     out, _ = loop.communicate(timeout=400)
     assert loop.returncode == 0, out
-    combined = sum(r.description.startswith("combine: ") for r in Ledger.open(ws.ledger_path).rows)
-    rows = consistent(ws, experiments=4 + combined)  # 4 proposals, and a combination per stale win
+    rows = consistent(ws, experiments=with_combinations(ws, 4))
     baseline = [r for r in rows if r.kind == "baseline"]
     assert len(baseline) == 2 and overlapping(ws, baseline)  # the noise is measured two at a time
     assert overlapping(ws, [r for r in rows if r.kind != "baseline"])
@@ -97,7 +103,7 @@ def test_two_local_workers_run_concurrently_with_ledger_and_branch_consistent(ma
             assert record["description"] == row.description and record["proposer"] == "search"
             assert (ws.runs_dir / row.run_id / "diff.patch").read_text().startswith("diff --git")
     refs = ws.git.run("for-each-ref", "--format=%(refname)", CANDIDATES).splitlines()
-    assert len(refs) == 4 + combined  # every candidate commit kept reachable
+    assert len(refs) == with_combinations(ws, 4)  # every candidate commit kept reachable
     assert "(2 at a time)" in out
     no_run_processes_left(ws)
     status = run_cli(ws, "status")
