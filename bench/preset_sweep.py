@@ -11,7 +11,7 @@ the configs ranked by val_bpb (the mean of their runs).
 
 A CONFIG is NAME:KEY=VALUE,KEY=VALUE (train.py hyperparameters), e.g.
     d3w192:ASPECT_RATIO=64   b4k:TOTAL_BATCH_SIZE=4096,DEVICE_BATCH_SIZE=16
-With no CONFIG, the sweep recorded in BENCHMARKS.md ("A preset for CPUs with native bf16?") is run.
+With no CONFIG, the depth sweep recorded in BENCHMARKS.md ("Depth and learning rates") is run.
 """
 
 from __future__ import annotations
