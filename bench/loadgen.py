@@ -103,6 +103,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=600, help="how long to run")
     parser.add_argument("--seed", type=int, help="switch on and off at seeded random intervals (default: always on)")
     args = parser.parse_args()
+    # The burners run in sessions of their own: on `kill` exit through the `with` so they die too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with LoadGenerator(args.cores) as load:
         if args.seed is None:
             load.on()
