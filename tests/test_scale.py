@@ -90,7 +90,8 @@ def test_two_local_workers_run_concurrently_with_ledger_and_branch_consistent(ma
     loop = run_cli(ws, "loop", "--workers", "2", "--executor", "local", "--max-experiments", "4")
     out, _ = loop.communicate(timeout=400)
     assert loop.returncode == 0, out
-    rows = consistent(ws, experiments=with_combinations(ws, 4))
+    expected_rows = with_combinations(ws, 4)
+    rows = consistent(ws, experiments=expected_rows)
     baseline = [r for r in rows if r.kind == "baseline"]
     assert len(baseline) == 2 and overlapping(ws, baseline)  # the noise is measured two at a time
     assert overlapping(ws, [r for r in rows if r.kind != "baseline"])
@@ -103,7 +104,7 @@ def test_two_local_workers_run_concurrently_with_ledger_and_branch_consistent(ma
             assert record["description"] == row.description and record["proposer"] == "search"
             assert (ws.runs_dir / row.run_id / "diff.patch").read_text().startswith("diff --git")
     refs = ws.git.run("for-each-ref", "--format=%(refname)", CANDIDATES).splitlines()
-    assert len(refs) == with_combinations(ws, 4)  # every candidate commit kept reachable
+    assert len(refs) == expected_rows  # every candidate commit kept reachable
     assert "(2 at a time)" in out
     no_run_processes_left(ws)
     status = run_cli(ws, "status")
