@@ -1,14 +1,16 @@
-"""The training clock (clock.py, setting `clock`): on the `cpu` clock a run's budget counts the CPU
-time of its main thread, train.py reads it through prepare.py, and the runner holds the run to it
-from the kernel's own counts, so that work moved to other threads or processes still counts.
+"""The training clock (clock.py, setting `clock`): on the `cpu` clock a run's budget counts its own
+time on the CPUs (wall time less its threads' run-queue waits), train.py reads it through
+prepare.py, and the runner holds the run to the kernel's own CPU counts, so that work moved to
+other threads or processes still counts.
 
-Real processes throughout: a subprocess that burns CPU in a thread, and real tiny training runs
-beside the load generator.
+Real processes throughout: threads and a busy process pinned to one core beside them, a
+subprocess that burns CPU in a thread, and real tiny training runs beside the load generator.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -37,10 +39,95 @@ def test_the_clock_is_a_setting_and_the_cpu_clock_has_a_longer_wall_hard_limit()
 
 
 def test_prepare_offers_the_workspace_s_clock(tmp_path):
-    for kind, expected in (("wall", time.perf_counter), ("cpu", time.thread_time)):
+    for kind in ("wall", "cpu"):
         ws = workspace.init(tmp_path / kind, S.from_preset("tiny", clock=kind))
         assert "training_clock = _harness.training_clock" in (ws.root / "prepare.py").read_text()
-        assert Harness(ws.root).training_clock is expected
+        offered = Harness(ws.root).training_clock
+        if kind == "wall":
+            assert offered is time.perf_counter
+        else:
+            assert isinstance(offered, clock.RunQueueClock)  # Linux counts run-queue waits
+
+
+def test_where_the_kernel_counts_no_waits_the_cpu_clock_is_the_main_thread_s_cpu_time(monkeypatch):
+    assert clock.thread_times(2**22 + 12345) is None  # no such process: nothing to read
+    monkeypatch.setattr(clock, "thread_times", lambda pid=None: None)  # as on macOS and Windows
+    assert clock.training_clock("cpu") is time.thread_time
+
+
+# Run in a subprocess pinned to one core, so that a busy process pinned beside it takes a known
+# share. Three phases, each timed on the cpu clock, the wall clock and threads' own CPU clocks.
+PINNED_PHASES = textwrap.dedent("""\
+    import json, os, subprocess, sys, threading, time
+    from autoresearch.clock import training_clock
+
+    os.sched_setaffinity(0, {core})  # this thread, and the threads it starts
+    read = training_clock("cpu")
+
+    def busy(seconds, out):
+        t0, c0 = time.perf_counter(), time.thread_time()
+        while time.perf_counter() - t0 < seconds:
+            pass
+        out.append(time.thread_time() - c0)
+
+    def phase(work):
+        c0, w0, m0 = read(), time.perf_counter(), time.thread_time()
+        worker_cpu, finish = work()
+        result = dict(clock=read() - c0, wall=time.perf_counter() - w0, main_cpu=time.thread_time() - m0,
+                      worker_cpu=worker_cpu)
+        finish()
+        return result
+
+    def in_a_worker():  # the main thread sleeps until its worker is done, as at a parallel op's end
+        out, done, release = [], threading.Event(), threading.Event()
+        def work():
+            busy(1.5, out)
+            done.set()
+            release.wait()  # a pool's worker lives on, as OpenMP's do
+        worker = threading.Thread(target=work)
+        worker.start()
+        done.wait()
+        return out[0], lambda: (release.set(), worker.join())
+
+    def in_main(seconds):
+        busy(seconds, [])
+        return None, lambda: None
+
+    results = dict(sleep=phase(lambda: (time.sleep(0.5), lambda: None)), worker_alone=phase(in_a_worker))
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        os.sched_setaffinity(hog.pid, {core})
+        time.sleep(0.2)
+        results["main_shared"] = phase(lambda: in_main(1.5))
+        results["worker_shared"] = phase(in_a_worker)
+    finally:
+        hog.kill()
+        hog.wait()
+    print(json.dumps(results))
+""")
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or clock.thread_times() is None,
+                    reason="needs Linux's per-thread run-queue counts")
+def test_the_cpu_clock_counts_a_run_s_own_time_and_stops_while_others_hold_its_core():
+    core = min(os.sched_getaffinity(0))
+    out = subprocess.run([sys.executable, "-c", PINNED_PHASES.format(core={core})],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    # Waiting that is the run's own counts: a sleep, and the main thread waiting for its worker
+    # (which the main thread's CPU time, the clock this replaced, leaves out).
+    assert 0.45 <= r["sleep"]["clock"] <= r["sleep"]["wall"] + 1e-6
+    assert r["worker_alone"]["main_cpu"] < 0.1
+    assert r["worker_alone"]["clock"] == pytest.approx(r["worker_alone"]["worker_cpu"], abs=0.15)
+    assert r["worker_alone"]["clock"] >= 0.5
+    # While a busy process shares the core, the clock counts only the seconds the run had it,
+    # whether the main thread or its worker was kept waiting.
+    for name in ("main_shared", "worker_shared"):
+        p = r[name]
+        ran = p["main_cpu"] if name == "main_shared" else p["worker_cpu"]
+        assert p["clock"] == pytest.approx(ran, abs=0.15), (name, p)
+        assert p["clock"] < 0.75 * p["wall"], (name, p)
 
 
 def test_a_workspace_made_before_the_clock_keeps_its_prepare_py(tmp_path):

@@ -146,7 +146,7 @@ class Harness:
     @cached_property
     def training_clock(self) -> Callable[[], float]:
         """The clock TIME_BUDGET counts, in seconds (clock.py): wall time, or on the `cpu` clock
-        the CPU time of the calling thread (call it from train.py's main thread)."""
+        the process's own time on the CPUs (call it from train.py's main thread)."""
         return clock.training_clock(self.settings.clock)
 
     def log_metrics(self, **values: Any) -> None:

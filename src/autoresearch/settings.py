@@ -66,8 +66,8 @@ class Settings:
 
     # The clock and the evaluator.
     clock: str = setting(
-        "runner", '"wall" | "cpu": what time_budget counts: wall seconds, or CPU seconds of the training '
-        "process's main thread (load-robust on a CPU; docs/decisions.md)", "wall")
+        "runner", '"wall" | "cpu": what time_budget counts: wall seconds, or the training process\'s own time '
+        "on the CPUs, wall seconds less its waits for a CPU (load-robust on a CPU; docs/decisions.md)", "wall")
     startup_allowance: float = setting(
         "runner", "seconds for imports/compilation/hand-over beyond the budget", 60.0)
     hard_limit: float = setting(

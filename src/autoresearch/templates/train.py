@@ -397,7 +397,7 @@ while True:
         sys.exit(1)
     sync()
     dt = time.time() - t0
-    if step >= untimed_steps:  # on the workspace's clock: wall seconds, or CPU seconds (clock setting)
+    if step >= untimed_steps:  # on the workspace's clock: wall, or the run's own CPU time
         total_training_time += training_clock() - clock0
     smooth_loss = 0.9 * smooth_loss + 0.1 * loss_value
     debiased = smooth_loss / (1 - 0.9 ** (step + 1))
