@@ -55,6 +55,21 @@ def test_where_the_kernel_counts_no_waits_the_cpu_clock_is_the_main_thread_s_cpu
     assert clock.training_clock("cpu") is time.thread_time
 
 
+def test_the_cpu_clock_reads_the_hypervisor_s_steal_of_the_run_s_cpus():
+    stat = ("cpu  100 0 50 900 0 0 0 30 0 0\n"
+            "cpu0 50 0 25 450 0 0 0 10 0 0\n"
+            "cpu1 50 0 25 450 0 0 0 20 0 0\n"
+            "cpu10 0 0 0 0 0 0 0 500 0 0\n"
+            "intr 12345\n")
+    tick = os.sysconf("SC_CLK_TCK")
+    assert clock.stolen_seconds([0, 1], stat) == pytest.approx(15 / tick)
+    assert clock.stolen_seconds([1], stat) == pytest.approx(20 / tick)  # not cpu10's
+    assert clock.stolen_seconds([7], stat) == 0.0  # no such CPU: nothing to subtract
+    assert clock.stolen_seconds([0], "cpu0 1 2 3\n") == 0.0  # a kernel without the column
+    if os.path.exists("/proc/stat"):
+        assert clock.stolen_seconds(sorted(os.sched_getaffinity(0))) >= 0.0
+
+
 # Run in a subprocess pinned to one core, so that a busy process pinned beside it takes a known
 # share. Three phases, each timed on the cpu clock, the wall clock and threads' own CPU clocks.
 PINNED_PHASES = textwrap.dedent("""\

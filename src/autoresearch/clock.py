@@ -80,7 +80,12 @@ class RunQueueClock:
     quiet run, against 1.10x for the main thread's CPU time and 1.20x for the sum of the waits.
     The floor keeps the clock moving under a heavy load, as fast as the main-thread clock it
     replaced. A thread that ended since the last reading takes its waits in that interval along
-    (the kernel drops its counts); a training run's worker threads live as long as the run."""
+    (the kernel drops its counts); a training run's worker threads live as long as the run.
+
+    In a virtual machine the hypervisor can also hold a CPU back (`steal` in /proc/stat). The
+    kernel leaves that time out of a thread's CPU time, as it leaves out waits, so the mean steal
+    of the CPUs the process may run on is subtracted too (0.05% of the time on the machine that
+    measured the clock)."""
 
     WANTED = 0.1  # a thread counts if it ran or waited for this share of the interval
 
@@ -88,9 +93,12 @@ class RunQueueClock:
         self._seconds = 0.0
         self._wall, self._cpu = time.perf_counter(), time.thread_time()
         self._threads = thread_times() or {}
+        self._cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        self._stolen = stolen_seconds(self._cpus)
 
     def __call__(self) -> float:
         wall, cpu, threads = time.perf_counter(), time.thread_time(), thread_times() or {}
+        stolen = stolen_seconds(self._cpus)
         elapsed = wall - self._wall
         waits = []
         for tid, (ran, waited) in threads.items():
@@ -99,9 +107,26 @@ class RunQueueClock:
             if ran + waited >= self.WANTED * elapsed:
                 waits.append(waited)
         waited = sum(waits) / len(waits) if waits else 0.0
-        self._seconds += max(cpu - self._cpu, elapsed - waited)
-        self._wall, self._cpu, self._threads = wall, cpu, threads
+        self._seconds += max(cpu - self._cpu, elapsed - waited - max(0.0, stolen - self._stolen))
+        self._wall, self._cpu, self._threads, self._stolen = wall, cpu, threads, stolen
         return self._seconds
+
+
+def stolen_seconds(cpus: list[int], stat: str | None = None) -> float:
+    """The mean seconds that the hypervisor held each of `cpus` back while it wanted to run (the
+    `steal` column of /proc/stat, or of `stat`), since boot; 0.0 where there is no such count."""
+    if stat is None:
+        try:
+            stat = Path("/proc/stat").read_text()
+        except OSError:
+            return 0.0
+    wanted = {f"cpu{c}" for c in cpus}
+    steals = []
+    for line in stat.splitlines():
+        fields = line.split()
+        if len(fields) > 8 and fields[0] in wanted:
+            steals.append(int(fields[8]))
+    return sum(steals) / len(steals) / os.sysconf("SC_CLK_TCK") if steals else 0.0
 
 
 def main_thread_seconds(pid: int) -> float | None:
