@@ -37,7 +37,8 @@ from _workspace import machine, prepared_workspace, with_hyperparameters
 from preset_sweep import parse_config
 
 # The screen that set the cpu preset's EMBEDDING_LR 0.3 and WEIGHT_DECAY 0.1 (before: 0.6, 0.2);
-# 660 steps is what a 300 s run of the preset makes on a 2-core AVX512-BF16 machine.
+# 660 steps is what a 300 s run of the preset made on a 2-core AVX512-BF16 machine on 2026-12-03
+# (that machine kind made ~1000 on 2026-12-04: its speed varies from sitting to sitting).
 BEFORE = "EMBEDDING_LR=0.6,WEIGHT_DECAY=0.2"
 DEFAULT_SCREEN = [
     f"before:{BEFORE}",
