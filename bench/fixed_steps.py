@@ -22,7 +22,6 @@ recorded in BENCHMARKS.md ("Learning rates and weight decay at a fixed step coun
 from __future__ import annotations
 
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from datetime import date
 from pathlib import Path
 
 from _workspace import machine, prepared_workspace, with_hyperparameters
+from autoresearch.rundir import parse_summary
 from preset_sweep import parse_config
 
 # The screen that set the cpu preset's EMBEDDING_LR 0.3 and WEIGHT_DECAY 0.1 (before: 0.6, 0.2);
@@ -76,7 +76,7 @@ def fixed_steps(source: str, steps: int) -> str:
 def run(root: Path, script: str, config: str, seed: int, env: dict[str, str]) -> Result:
     proc = subprocess.run([sys.executable, script], cwd=root, env=env, capture_output=True, text=True)
     (root / f"{Path(script).stem}.log").write_text(proc.stdout + proc.stderr)
-    found = dict(re.findall(r"^(val_bpb|num_steps|training_seconds):\s+(\S+)$", proc.stdout, re.M))
+    found = parse_summary(proc.stdout)
     if proc.returncode != 0 or "val_bpb" not in found:
         raise SystemExit(f"{config} (seed {seed}) failed, exit {proc.returncode}: {root / Path(script).stem}.log\n"
                          f"{(proc.stdout + proc.stderr)[-2000:]}")
