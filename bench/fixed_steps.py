@@ -113,8 +113,11 @@ def main() -> None:
               f"({result.steps} steps, {result.seconds:.0f} s)", flush=True)
         return result
 
-    with ThreadPoolExecutor(args.parallel) as pool:
+    pool = ThreadPoolExecutor(args.parallel)
+    try:
         results = list(pool.map(one, jobs))
+    finally:  # a failed run ends the screen: the runs under way finish, the queued ones never start
+        pool.shutdown(cancel_futures=True)
     bpb = {(r.config, r.seed): r.val_bpb for r in results}
     reference = next(iter(configs))
     print(f"\nval_bpb at {args.steps} steps, and the difference from {reference!r} seed by seed:")
