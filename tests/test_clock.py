@@ -86,10 +86,14 @@ PINNED_PHASES = textwrap.dedent("""\
         out.append(time.thread_time() - c0)
 
     def phase(work):
-        c0, w0, m0 = read(), time.perf_counter(), time.thread_time()
+        # The wall window encloses the clock's readings (the clock samples the time as a reading
+        # starts, then reads /proc), so that the clock's interval is never the longer by the
+        # difference between two readings' durations.
+        w0 = time.perf_counter()
+        c0, m0 = read(), time.thread_time()
         worker_cpu, finish = work()
-        result = dict(clock=read() - c0, wall=time.perf_counter() - w0, main_cpu=time.thread_time() - m0,
-                      worker_cpu=worker_cpu)
+        c1, m1 = read(), time.thread_time()
+        result = dict(clock=c1 - c0, wall=time.perf_counter() - w0, main_cpu=m1 - m0, worker_cpu=worker_cpu)
         finish()
         return result
 
